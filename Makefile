@@ -1,0 +1,46 @@
+# `make run`: set up and run the appliance (the demo unless CONFIG names another file).
+# `make test`: set up and run the tests. Both install what is missing, Debian packages included.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CONFIG ?= config/demo.toml
+PYTEST_ARGS ?=
+
+.PHONY: run test bench deps demo-images clean
+
+run: $(VENV)/.installed
+ifeq ($(CONFIG),config/demo.toml)
+	$(BIN)/checkpoint list import demo config/demo/list.csv --config $(CONFIG)
+endif
+	$(BIN)/checkpoint run --config $(CONFIG)
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python -m bench.decode
+	$(BIN)/python -m bench.latency
+
+demo-images: $(VENV)/.installed-test
+	$(BIN)/python -m bench.make_demo config/demo
+
+deps:
+	@scripts/install-deps
+
+$(VENV)/.created: | deps
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "checkpoint needs Python 3.11 or newer (found $$($(PYTHON) --version))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.created
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

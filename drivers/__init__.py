@@ -1,0 +1,1 @@
+"""Hardware at the edge: frame and text sources, gate outputs. Hardware modules are imported lazily."""

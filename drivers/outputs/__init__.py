@@ -1,0 +1,23 @@
+"""Outputs by driver name: `gpio`, `console`, `fake`."""
+from __future__ import annotations
+
+from .base import Output, OutputError
+
+__all__ = ["Output", "OutputError", "open_output"]
+
+
+def open_output(name: str, settings) -> Output:
+    driver = settings.driver
+    if driver == "gpio":
+        from .gpio import GpioOutput
+
+        return GpioOutput(name, settings.pin, settings.active_low)
+    if driver == "console":
+        from .console import ConsoleOutput
+
+        return ConsoleOutput(name, settings.colour)
+    if driver == "fake":
+        from .fake import FakeOutput
+
+        return FakeOutput(name, settings.record_to)
+    raise OutputError(f"output {name}: unknown driver {driver!r}")

@@ -1,0 +1,121 @@
+"""Frame sources: live cameras and replayed files, both feeding a newest-frame slot from a thread."""
+from __future__ import annotations
+
+import logging
+import threading
+
+from edge.clock import mono_ns
+
+from .base import Frame, LatestSlot, Source, SourceError
+from .frames import CaptureReader, ImageFilesReader
+
+log = logging.getLogger("checkpoint.source")
+
+
+class FrameSource(Source):
+    """Frames from a reader.
+
+    live: a camera; a thread reads as fast as the camera delivers, and a camera that stops delivering is
+          closed and reopened with backoff.
+    fps > 0: a replay paced like a camera at that rate (frames are dropped when decoding falls behind).
+    fps == 0: a replay pulled by the pipeline itself, every frame decoded, none dropped.
+    """
+
+    def __init__(self, reader: CaptureReader | ImageFilesReader, *, name: str, fps: float = 0.0,
+                 loop: bool = False, live: bool = False, max_backoff_s: float = 30.0):
+        super().__init__()
+        self.reader, self.name, self.fps, self.loop, self.live = reader, name, fps, loop, live
+        self.max_backoff_s = max_backoff_s
+        self._slot = LatestSlot(self.stats)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._index = 0
+
+    def start(self) -> None:
+        try:
+            self.reader.open()
+        except SourceError:
+            if not self.live:
+                raise
+            self.stats.state = "missing"  # a camera may be plugged in later: the thread keeps trying
+        else:
+            self.stats.state = "ok"
+        if self.live or self.fps > 0:
+            self._thread = threading.Thread(target=self._run, name=f"source-{self.name}", daemon=True)
+            self._thread.start()
+
+    def get(self, timeout: float) -> Frame | None:
+        if self._thread is None:
+            return self._pull()
+        frame = self._slot.take(timeout)
+        if frame is None and self._slot.closed:
+            self.finished = True
+        return frame
+
+    def _next_image(self):
+        image = self.reader.read()
+        if image is None and self.loop and not self.live:
+            self.reader.rewind()
+            image = self.reader.read()
+        return image
+
+    def _frame(self, image) -> Frame:
+        self._index += 1
+        return Frame(image, mono_ns(), self._index)
+
+    def _pull(self) -> Frame | None:
+        image = self._next_image()
+        if image is None:
+            self.finished = True
+            return None
+        self.stats.delivered += 1
+        return self._frame(image)
+
+    def _run(self) -> None:
+        try:
+            if self.live:
+                self._run_live()
+            else:
+                self._run_paced()
+        finally:
+            self._slot.close()
+
+    def _run_paced(self) -> None:
+        period = 1.0 / self.fps
+        while not self._stop.is_set():
+            image = self._next_image()
+            if image is None:
+                return
+            self._slot.put(self._frame(image))
+            self._stop.wait(period)
+
+    def _run_live(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            image = self.reader.read() if self.stats.state == "ok" else None
+            if image is not None:
+                backoff = 0.5
+                self._slot.put(self._frame(image))
+                continue
+            if self.stats.state == "ok":
+                log.warning("camera %s delivered no frame; reopening", self.name)
+            self.stats.state = "reopening"
+            self.reader.close()
+            if self._stop.wait(backoff):
+                return
+            backoff = min(backoff * 2, self.max_backoff_s)
+            try:
+                self.reader.open()
+            except SourceError as exc:
+                self.stats.state = "missing"
+                log.warning("camera %s: %s; retrying in %.1f s", self.name, exc, backoff)
+            else:
+                self.stats.state = "ok"
+                log.info("camera %s reopened", self.name)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        self.reader.close()
+        self.stats.state = "closed"

@@ -1,0 +1,1 @@
+"""The checkpoint daemon's core: decode, decide, record, signal. Never imports hardware libraries."""

@@ -1,0 +1,226 @@
+"""The appliance's settings: one TOML file validated into typed, frozen models.
+
+Unknown keys, wrong types and out-of-range values are refused with the key's dotted path, so a typo in
+a checkpoint's config never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import hashlib
+import socket
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .model import Outcome, Reason
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message names the file and the offending keys."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# ---- device -------------------------------------------------------------------------------------
+class DeviceSettings(_Model):
+    id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=64,
+                    pattern=r"^[A-Za-z0-9._-]+$", description="Device id, also the MQTT client id.")
+    timezone: str = Field("UTC", description="Zone for dates in lists without an offset.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+
+# ---- sources ------------------------------------------------------------------------------------
+class ReplaySource(_Model):
+    type: Literal["replay"]
+    path: str = Field(min_length=1, description="Folder of images, a video file, or a .txt list of images.")
+    fps: float = Field(10.0, ge=0, le=240, description="Frames per second; 0 plays as fast as decoding goes, dropping nothing.")
+    loop: bool = False
+
+
+class OpenCVSource(_Model):
+    type: Literal["opencv"]
+    device: int | str = Field(0, description="Camera index, /dev/video* path, or a video file.")
+    width: int | None = Field(None, ge=160, le=4096)
+    height: int | None = Field(None, ge=120, le=4096)
+    fps: float | None = Field(None, gt=0, le=240)
+
+
+class LinesSource(_Model):
+    type: Literal["lines"]
+    path: str = Field("-", min_length=1, description="File, FIFO, or '-' for standard input.")
+    follow_fifo: bool = Field(True, description="Reopen a FIFO when its writer closes it.")
+
+
+SourceSettings = Annotated[Union[ReplaySource, OpenCVSource, LinesSource], Field(discriminator="type")]
+
+
+class DecoderSettings(_Model):
+    type: Literal["zxing", "pyzbar"] = "zxing"
+    debounce_ms: int = Field(1500, ge=0, le=600_000,
+                             description="A code seen again within this time of its last sighting is the same scan.")
+    max_payload_bytes: int = Field(2048, ge=16, le=8192, description="Longer payloads are malformed.")
+
+
+# ---- decision -----------------------------------------------------------------------------------
+Mode = Literal["allowlist", "denylist", "record"]
+
+_A, _D, _R = Outcome.ALLOW, Outcome.DENY, Outcome.REVIEW
+DEFAULT_OUTCOMES: dict[str, dict[Reason, Outcome]] = {
+    "allowlist": {Reason.LISTED: _A, Reason.NOT_LISTED: _D, Reason.DENY_LISTED: _D, Reason.EXPIRED: _D,
+                  Reason.NOT_YET_VALID: _D, Reason.REPEATED: _R, Reason.MALFORMED: _D},
+    "denylist": {Reason.LISTED: _A, Reason.NOT_LISTED: _A, Reason.DENY_LISTED: _D, Reason.EXPIRED: _A,
+                 Reason.NOT_YET_VALID: _A, Reason.REPEATED: _R, Reason.MALFORMED: _D},
+    "record": {reason: _A for reason in Reason},
+}
+OutcomeName = Literal["allow", "deny", "review"]
+OverridableReason = Literal["listed", "not-listed", "deny-listed", "expired", "not-yet-valid", "repeated", "malformed"]
+
+
+class DecisionSettings(_Model):
+    mode: Mode = "allowlist"
+    lists: list[str] = Field(default_factory=list, description="Lists consulted; empty means every list on the device.")
+    repeat_window_s: int = Field(0, ge=0, le=7 * 86400,
+                                 description="An allowed code shown again within this time is 'repeated'; 0 disables.")
+    outcomes: dict[OverridableReason, OutcomeName] = Field(default_factory=dict,
+                                                           description="Overrides of the mode's outcome per reason.")
+
+    def outcome(self, reason: Reason) -> Outcome:
+        if reason is Reason.STORE_FAILURE:
+            return Outcome.DENY  # an entry that cannot be recorded never opens the gate
+        override = self.outcomes.get(reason.value)
+        return Outcome(override) if override else DEFAULT_OUTCOMES[self.mode][reason]
+
+
+class StoreSettings(_Model):
+    dir: str = Field("/var/lib/checkpoint", min_length=1, description="Holds entries.db and lists.db.")
+    retention_days: int = Field(90, ge=1, le=3650)
+    retry_s: float = Field(5.0, gt=0, le=3600, description="How often a failed store is retried.")
+
+    @property
+    def entries_path(self) -> Path:
+        return Path(self.dir) / "entries.db"
+
+    @property
+    def lists_path(self) -> Path:
+        return Path(self.dir) / "lists.db"
+
+
+# ---- outputs and signals ------------------------------------------------------------------------
+class GpioOutput(_Model):
+    driver: Literal["gpio"]
+    pin: int = Field(ge=0, le=27, description="BCM pin number.")
+    active_low: bool = False
+
+
+class ConsoleOutput(_Model):
+    driver: Literal["console"]
+    colour: Literal["green", "red", "yellow", "blue", "white"] = "white"
+
+
+class FakeOutput(_Model):
+    driver: Literal["fake"]
+    record_to: str | None = Field(None, description="Append each change as a JSON line to this file.")
+
+
+OutputSettings = Annotated[Union[GpioOutput, ConsoleOutput, FakeOutput], Field(discriminator="driver")]
+
+
+class Pulse(_Model):
+    on_ms: int = Field(ge=1, le=60_000)
+    off_ms: int = Field(0, ge=0, le=60_000)
+    count: int = Field(1, ge=1, le=20)
+    delay_ms: int = Field(0, ge=0, le=60_000, description="Wait before the first pulse.")
+
+
+class LogSettings(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    codes: bool = Field(False, description="Show scanned codes in the log (personal data); off shows a short hash.")
+
+
+class Settings(_Model):
+    version: str | None = Field(None, max_length=64, description="Config version recorded on every entry.")
+    device: DeviceSettings = Field(default_factory=DeviceSettings)
+    source: SourceSettings
+    decoder: DecoderSettings = Field(default_factory=DecoderSettings)
+    decision: DecisionSettings = Field(default_factory=DecisionSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    outputs: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")], OutputSettings] = Field(default_factory=dict)
+    signals: dict[OutcomeName, dict[str, Pulse]] = Field(default_factory=dict)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @model_validator(mode="after")
+    def _signals_name_outputs(self) -> "Settings":
+        for outcome, pattern in self.signals.items():
+            for name in pattern:
+                if name not in self.outputs:
+                    raise ValueError(f"signals.{outcome}.{name}: no output named {name!r} in [outputs]")
+        return self
+
+
+# ---- loading ------------------------------------------------------------------------------------
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _key_path(raw: Any, loc: tuple[Any, ...]) -> str:
+    """Dotted key path as written in the file; pydantic puts union tags in loc, the file does not."""
+    parts: list[str] = []
+    node = raw
+    for item in loc:
+        if isinstance(node, dict) and item not in node and item in (node.get("type"), node.get("driver")):
+            continue  # a union's tag, not a key
+        parts.append(str(item))
+        node = node.get(item) if isinstance(node, dict) else None
+    return ".".join(parts) or "(top level)"
+
+
+def parse_settings(raw: dict[str, Any], origin: str = "config") -> Settings:
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_url=False):
+            msg = err["msg"].removeprefix("Value error, ")
+            path = _key_path(raw, tuple(err["loc"]))
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            elif err["type"] == "missing":
+                msg = "required key is missing"
+            elif "input" in err and err["type"] not in ("union_tag_invalid",) and not isinstance(err["input"], dict) \
+                    and repr(err["input"]) not in msg:
+                msg += f" (got {err['input']!r})"
+            lines.append(f"{path}: {msg}" if not msg.startswith(path + ":") else msg)
+        raise ConfigError(f"{origin}: " + "; ".join(lines)) from None
+
+
+def load_settings(path: str | Path) -> Settings:
+    """Read, parse and validate a config file; the config version defaults to a hash of its bytes."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    settings = parse_settings(raw, str(path))
+    if settings.version is None:
+        settings = settings.model_copy(update={"version": "sha256:" + hashlib.sha256(data).hexdigest()[:12]})
+    return settings

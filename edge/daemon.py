@@ -1,0 +1,230 @@
+"""The daemon's lifecycle: build the pipeline from settings, run it, reload on SIGHUP, stop on SIGTERM."""
+from __future__ import annotations
+
+import logging
+import signal
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from drivers.outputs import Output, OutputError, open_output
+from drivers.sources import Source, SourceError, open_source
+
+from .clock import wall_ms
+from .config import ConfigError, Settings, load_settings
+from .debounce import Debouncer
+from .decode import make_decoder
+from .lists import ListStore
+from .pipeline import Pipeline
+from .policy import Policy
+from .signals import Signaller
+from .store import EntryStore
+
+log = logging.getLogger("checkpoint.daemon")
+
+PURGE_EVERY_S = 3600.0
+RETRY_EVERY_S = 1.0
+
+
+class StartError(Exception):
+    """The daemon cannot start with these settings (source or outputs unavailable)."""
+
+
+class _UnreadableLists:
+    """Stands in while lists.db cannot be opened: every lookup fails, so every scan is a store-failure
+    (deny) rather than a decision taken against lists that are not there."""
+
+    def __init__(self, path: Path, error: Exception):
+        self.path, self.error = path, error
+
+    def lookup(self, code, names=None):
+        raise sqlite3.DatabaseError(f"{self.path}: {self.error}")
+
+    def close(self) -> None:
+        pass
+
+
+def open_lists(path: Path):
+    try:
+        return ListStore(path)
+    except sqlite3.Error as exc:
+        log.error("LISTS UNREADABLE at %s: %s; every scan is denied until it is replaced", path, exc)
+        return _UnreadableLists(path, exc)
+
+
+def open_outputs(settings: Settings) -> dict[str, Output]:
+    outputs: dict[str, Output] = {}
+    try:
+        for name, output_settings in settings.outputs.items():
+            outputs[name] = open_output(name, output_settings)
+    except OutputError as exc:
+        for output in outputs.values():
+            output.close()
+        raise StartError(str(exc)) from None
+    return outputs
+
+
+def open_started_source(settings: Settings) -> Source:
+    try:
+        source = open_source(settings.source, max_line=settings.decoder.max_payload_bytes + 1)
+        source.start()
+    except SourceError as exc:
+        raise StartError(f"source: {exc}") from None
+    return source
+
+
+@dataclass
+class Parts:
+    settings: Settings
+    source: Source | None
+    signaller: Signaller | None
+    store: EntryStore | None
+    lists: object
+    pipeline: Pipeline
+
+
+def build(settings: Settings, old: Parts | None = None, on_scan=None) -> Parts:
+    """Wire a pipeline; parts whose settings did not change are carried over from `old`.
+
+    A part of `old` that had to be closed is set to None there, so a build that fails half-way can be
+    followed by one with the old settings that reopens exactly what was closed.
+    """
+    def keep(part, *keys) -> bool:
+        return (old is not None and part is not None
+                and all(getattr(old.settings, key) == getattr(settings, key) for key in keys))
+
+    if keep(old and old.store, "store"):
+        store, lists = old.store, old.lists
+    else:
+        if old is not None and old.store is not None:
+            old.store.retry()
+            old.store.close()
+            old.lists.close()
+            old.store = old.lists = None
+        store = EntryStore(settings.store.entries_path, retry_s=settings.store.retry_s)
+        lists = open_lists(settings.store.lists_path)
+    if keep(old and old.signaller, "outputs", "signals"):
+        signaller = old.signaller
+    else:
+        if old is not None and old.signaller is not None:
+            old.signaller.close()  # the old outputs go to their safe state before new ones take the pins
+            old.signaller = None
+        signaller = Signaller(open_outputs(settings), settings.signals)
+    if keep(old and old.source, "source", "decoder"):
+        source = old.source
+    else:
+        if old is not None and old.source is not None:
+            old.source.close()  # a camera can be opened by one reader at a time
+            old.source = None
+        try:
+            source = open_started_source(settings)
+        except StartError:
+            if signaller is not (old and old.signaller):
+                signaller.close()  # free the pins for the rebuild that follows
+            raise
+    decoder = make_decoder(settings.decoder.type)
+    pipeline = Pipeline(
+        source=source, decoder=decoder, debouncer=Debouncer(settings.decoder.debounce_ms * 1_000_000),
+        policy=Policy(settings.decision, lists, store.last_allowed), store=store, signaller=signaller,
+        device_id=settings.device.id, config_version=settings.version,
+        max_payload_bytes=settings.decoder.max_payload_bytes, log_codes=settings.log.codes, on_scan=on_scan)
+    return Parts(settings, source, signaller, store, lists, pipeline)
+
+
+def close(parts: Parts) -> None:
+    parts.source.close()
+    parts.signaller.close()
+    parts.store.retry()
+    if parts.store.backlog:
+        log.critical("stopping with %d entries the database never took", len(parts.store.backlog))
+    parts.store.close()
+    parts.lists.close()
+
+
+class Daemon:
+    def __init__(self, config_path: str | Path, settings: Settings, *, on_scan=None):
+        self.config_path = Path(config_path)
+        self.on_scan = on_scan
+        self.parts = build(settings, on_scan=on_scan)
+        self._stop = False
+        self._reload = False
+
+    def request_stop(self, *_args) -> None:
+        self._stop = True
+
+    def request_reload(self, *_args) -> None:
+        self._reload = True
+
+    def reload(self) -> None:
+        self._reload = False
+        try:
+            settings = load_settings(self.config_path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            return
+        try:
+            self.parts = build(settings, self.parts, on_scan=self.on_scan)
+        except StartError as exc:
+            log.error("reload failed: %s; restarting with the previous config", exc)
+            self.parts = build(self.parts.settings, self.parts, on_scan=self.on_scan)
+            return
+        log.info("config reloaded (version %s)", settings.version)
+
+    def purge(self) -> None:
+        days = self.parts.settings.store.retention_days
+        removed = self.parts.store.purge(wall_ms() - days * 86_400_000)
+        if removed:
+            log.info("purged %d entries older than %d days", removed, days)
+
+    def run(self) -> int:
+        settings = self.parts.settings
+        log.info("checkpoint running: device=%s source=%s mode=%s config=%s", settings.device.id,
+                 self.parts.source.name, settings.decision.mode, settings.version)
+        self.purge()
+        next_purge = time.monotonic() + PURGE_EVERY_S
+        next_retry = time.monotonic() + RETRY_EVERY_S
+        try:
+            while not self._stop:
+                if self._reload:
+                    self.reload()
+                self.parts.pipeline.step(0.2)
+                if self.parts.source.finished:
+                    log.info("source %s finished", self.parts.source.name)
+                    self.parts.signaller.wait_idle(30)
+                    break
+                now = time.monotonic()
+                if now >= next_retry:
+                    self.parts.store.retry()
+                    next_retry = now + RETRY_EVERY_S
+                if now >= next_purge:
+                    self.purge()
+                    next_purge = now + PURGE_EVERY_S
+        finally:
+            close(self.parts)
+        log.info("checkpoint stopped")
+        return 0
+
+
+def run_daemon(config_path: str | Path) -> int:
+    """`checkpoint run`: exit 0 on a clean stop, 2 on a bad config, 1 when the hardware cannot start."""
+    try:
+        settings = load_settings(config_path)
+    except ConfigError as exc:
+        log.error("config error: %s", exc)
+        return 2
+    configure_logging(settings.log.level)
+    try:
+        daemon = Daemon(config_path, settings)
+    except StartError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    signal.signal(signal.SIGTERM, daemon.request_stop)
+    signal.signal(signal.SIGINT, daemon.request_stop)
+    signal.signal(signal.SIGHUP, daemon.request_reload)
+    return daemon.run()
+
+
+def configure_logging(level: str = "info") -> None:
+    logging.basicConfig(format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                        level=getattr(logging, level.upper()), force=True)

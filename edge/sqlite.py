@@ -1,0 +1,28 @@
+"""One way to open the appliance's SQLite files: WAL, full fsync on commit, explicit transactions."""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open (and with readonly=False create) a database; raises sqlite3.DatabaseError on a bad file.
+
+    synchronous=FULL makes every commit durable across a power cut before the gate is signalled;
+    WAL lets readers (status, export, list lookups) run beside the writer.
+    """
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute("PRAGMA schema_version").fetchone()  # touches the header: a non-database fails here
+        if not readonly:
+            conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        conn.execute("PRAGMA synchronous = FULL")
+    except BaseException:
+        conn.close()
+        raise
+    return conn

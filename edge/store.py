@@ -1,0 +1,260 @@
+"""Entries: every decision, committed to SQLite before the gate is signalled.
+
+The entries table is also the outbox the sync agent will read (synced_ms stays NULL until the hub has
+acknowledged an entry). When the database cannot take a commit (disk full, read-only, corrupt file), the
+store keeps the entries in a bounded backlog, says so, and writes them once the database works again.
+"""
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+import uuid
+from collections import deque
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+from typing import Iterator
+
+import sqlite_utils
+
+from .sqlite import connect
+
+log = logging.getLogger("checkpoint.store")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- per-device sequence: never reused, even after a purge
+    id TEXT NOT NULL UNIQUE,
+    device_id TEXT NOT NULL,
+    wall_ms INTEGER NOT NULL,
+    mono_ns INTEGER NOT NULL,
+    boot_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    code TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    list_name TEXT,
+    list_version INTEGER,
+    config_version TEXT,
+    synced_ms INTEGER);
+CREATE INDEX IF NOT EXISTS entries_code ON entries (code, seq);
+CREATE INDEX IF NOT EXISTS entries_wall ON entries (wall_ms);
+"""
+
+BACKLOG_LIMIT = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    id: str
+    device_id: str
+    wall_ms: int
+    mono_ns: int
+    boot_id: str
+    source: str
+    code: str
+    decision: str
+    reason: str
+    list_name: str | None
+    list_version: int | None
+    config_version: str | None
+
+    @staticmethod
+    def new_id() -> str:
+        return str(uuid.uuid4())
+
+
+_COLUMNS = ", ".join(f.name for f in fields(Entry))
+_INSERT = f"INSERT INTO entries ({_COLUMNS}) VALUES ({', '.join('?' * len(fields(Entry)))})"
+
+
+def _last_allowed(conn: sqlite3.Connection, code: str) -> tuple[int, int, str] | None:
+    return conn.execute("SELECT wall_ms, mono_ns, boot_id FROM entries WHERE code = ? AND decision = 'allow' "
+                        "ORDER BY seq DESC LIMIT 1", (code,)).fetchone()
+
+
+class StoreError(Exception):
+    """The entries database cannot be used; the message says why in words an operator can act on."""
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return f"database file is corrupt or not a SQLite database ({text})"
+    if "readonly" in text or "read-only" in text:
+        return f"database is read-only ({text})"
+    if "full" in text:
+        return f"disk or database is full ({text})"
+    return text
+
+
+class EntryStore:
+    def __init__(self, path: str | Path, *, retry_s: float = 5.0):
+        self.path = Path(path)
+        self.retry_s = retry_s
+        self.conn: sqlite3.Connection | None = None
+        self.error: str | None = None
+        self.backlog: deque[Entry] = deque()
+        self.dropped = 0
+        self._next_try = 0.0
+        self._open()
+
+    # -- health ------------------------------------------------------------------------------------
+    @property
+    def healthy(self) -> bool:
+        return self.error is None
+
+    def _open(self) -> bool:
+        try:
+            conn = connect(self.path)
+            conn.executescript(SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            self._failed(exc)
+            return False
+        self.conn = conn
+        return True
+
+    def _failed(self, exc: BaseException) -> None:
+        message = describe(exc)
+        if message != self.error:
+            log.error("ENTRY STORE FAILURE at %s: %s; scans are denied (store-failure) until it recovers, "
+                      "retrying every %.0f s", self.path, message, self.retry_s)
+        self.error = message
+        self._next_try = time.monotonic() + self.retry_s
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except sqlite3.Error:
+                pass
+            self.conn = None
+
+    def _recovered(self) -> None:
+        if self.error is not None:
+            log.warning("entry store at %s recovered; wrote %d held entries", self.path, len(self.backlog))
+        self.error = None
+        self.backlog.clear()
+
+    # -- writing -----------------------------------------------------------------------------------
+    def record(self, entry: Entry) -> bool:
+        """Commit entry, after any held ones; False when it could not be committed (the caller decides
+        what to hold instead: the entry as it was actually decided after the failure)."""
+        if self.conn is None and (time.monotonic() < self._next_try or not self._open()):
+            return False
+        try:
+            self._commit([*self.backlog, entry])
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            return False
+        self._recovered()
+        return True
+
+    def retry(self) -> bool:
+        """Try again to write held entries; called periodically by the daemon."""
+        if not self.backlog and self.conn is not None:
+            return True
+        if time.monotonic() < self._next_try:
+            return False
+        if self.conn is None and not self._open():
+            return False
+        try:
+            self._commit(list(self.backlog))
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            return False
+        self._recovered()
+        return True
+
+    def _commit(self, entries: list[Entry]) -> None:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(_INSERT, [astuple(e) for e in entries])
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def hold(self, entry: Entry) -> None:
+        """Keep an entry in memory until the database takes it (bounded; the oldest go first)."""
+        if len(self.backlog) >= BACKLOG_LIMIT:
+            self.backlog.popleft()
+            self.dropped += 1
+            log.critical("entry backlog full (%d): oldest held entry lost, %d lost so far",
+                         BACKLOG_LIMIT, self.dropped)
+        self.backlog.append(entry)
+
+    def purge(self, older_than_ms: int) -> int:
+        if self.conn is None:
+            return 0
+        try:
+            with self.conn:
+                return self.conn.execute("DELETE FROM entries WHERE wall_ms < ?", (older_than_ms,)).rowcount
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            return 0
+
+    # -- reading -----------------------------------------------------------------------------------
+    def last_allowed(self, code: str) -> tuple[int, int, str] | None:
+        """(wall_ms, mono_ns, boot_id) of the newest allowed entry for code, for the repeat rule."""
+        if self.conn is None:
+            return None
+        try:
+            return _last_allowed(self.conn, code)
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            return None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+class EntryReader:
+    """Read-only access for the CLI (export, status), safe beside a running daemon."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise StoreError(f"{self.path}: no entries database yet (the daemon creates it on its first run)")
+        try:
+            self.conn = connect(self.path, readonly=True)
+            self.db = sqlite_utils.Database(self.conn)
+            self.db.execute("SELECT 1 FROM entries LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {describe(exc)}") from None
+
+    def rows(self, since_ms: int | None = None, device: str | None = None) -> Iterator[dict]:
+        where, params = [], []
+        if since_ms is not None:
+            where.append("wall_ms >= ?")
+            params.append(since_ms)
+        if device is not None:
+            where.append("device_id = ?")
+            params.append(device)
+        sql = "SELECT * FROM entries" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq"
+        try:
+            yield from self.db.query(sql, params)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {describe(exc)}") from None
+
+    def last_allowed(self, code: str) -> tuple[int, int, str] | None:
+        try:
+            return _last_allowed(self.conn, code)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {describe(exc)}") from None
+
+    def summary(self) -> dict:
+        try:
+            counts = dict(self.db.execute("SELECT decision, count(*) FROM entries GROUP BY decision").fetchall())
+            last = next(self.db.query("SELECT * FROM entries ORDER BY seq DESC LIMIT 1"), None)
+            check = self.db.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {describe(exc)}") from None
+        return {"entries": sum(counts.values()), "by_decision": counts, "last": last,
+                "integrity": check, "unsynced": self.db.execute(
+                    "SELECT count(*) FROM entries WHERE synced_ms IS NULL").fetchone()[0]}
+
+    def close(self) -> None:
+        self.conn.close()

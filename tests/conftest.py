@@ -1,0 +1,117 @@
+"""Shared test helpers: real QR images, real config files, the real CLI in a real process."""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import segno
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # bench/ (synthetic frames) is not an installed package
+
+from edge.cli import main as cli_main  # noqa: E402
+
+
+def qr_image(content: str | bytes, *, scale: int = 6, dark: bool = False, size: tuple[int, int] | None = None,
+             at: tuple[int, int] = (20, 20), canvas: np.ndarray | None = None,
+             encoding: str | None = None) -> np.ndarray:
+    """A grayscale image holding a QR code (UTF-8 without ECI for non-ASCII text, as phone apps emit)."""
+    utf8 = isinstance(content, str) and not content.isascii()
+    qr = segno.make_qr(content, error="m", encoding=encoding or ("utf-8" if utf8 else None))
+    buf = io.BytesIO()
+    qr.save(buf, kind="png", scale=scale, border=4)
+    code = cv2.imdecode(np.frombuffer(buf.getvalue(), np.uint8), cv2.IMREAD_GRAYSCALE)
+    if dark:
+        code = 255 - code
+    if canvas is None:
+        h, w = size or (code.shape[0] + 40, code.shape[1] + 40)
+        canvas = np.full((h, w), 20 if dark else 200, np.uint8)
+    y, x = at
+    canvas[y:y + code.shape[0], x:x + code.shape[1]] = code
+    return canvas
+
+
+@pytest.fixture
+def write_qr(tmp_path):
+    def write(name: str, content, **kw) -> Path:
+        path = tmp_path / name
+        assert cv2.imwrite(str(path), qr_image(content, **kw))
+        return path
+    return write
+
+
+BASE_CONFIG = """
+version = "test-1"
+[device]
+id = "test-01"
+timezone = "Asia/Ho_Chi_Minh"
+[store]
+dir = "{dir}"
+retry_s = 0.2
+[decoder]
+debounce_ms = {debounce_ms}
+[decision]
+mode = "{mode}"
+repeat_window_s = {repeat}
+[outputs.green]
+driver = "fake"
+record_to = "{dir}/outputs.jsonl"
+[outputs.red]
+driver = "fake"
+record_to = "{dir}/outputs.jsonl"
+[outputs.relay]
+driver = "fake"
+record_to = "{dir}/outputs.jsonl"
+[signals.allow]
+green = {{ on_ms = 40 }}
+relay = {{ on_ms = 40 }}
+[signals.deny]
+red = {{ on_ms = 20, off_ms = 20, count = 2 }}
+[signals.review]
+red = {{ on_ms = 20 }}
+green = {{ on_ms = 20 }}
+"""
+
+
+@pytest.fixture
+def make_config(tmp_path):
+    """Write a config: a [source] table plus the shared base, with a few knobs."""
+    def make(source: str, *, mode: str = "allowlist", repeat: int = 0, debounce_ms: int = 1500,
+             extra: str = "", name: str = "checkpoint.toml") -> Path:
+        state = tmp_path / "state"
+        state.mkdir(exist_ok=True)
+        text = BASE_CONFIG.format(dir=state, mode=mode, repeat=repeat, debounce_ms=debounce_ms)
+        path = tmp_path / name
+        path.write_text(text + textwrap.dedent(source) + textwrap.dedent(extra), encoding="utf-8")
+        return path
+    return make
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the checkpoint CLI in this process: (exit status, stdout, stderr)."""
+    def run(*args: str) -> tuple[int, str, str]:
+        status = cli_main([str(a) for a in args])
+        out = capsys.readouterr()
+        return status, out.out, out.err
+    return run
+
+
+def checkpoint_process(*args, **kw) -> subprocess.Popen:
+    """The real `checkpoint` command in a child process (for the daemon and its signals)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "edge.cli", *map(str, args)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def run_checkpoint(*args, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "edge.cli", *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout, **kw)

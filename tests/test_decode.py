@@ -1,0 +1,119 @@
+"""Decoding real images and a real video with OpenCV and zxing-cpp (and pyzbar), via the library and the CLI."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.decode import make_decoder
+from edge.model import Code
+from edge.payload import examine
+
+from .conftest import qr_image
+
+VIETNAMESE = "001089012345|Phạm Thu Hương|21/07/1992"
+
+
+@pytest.fixture(scope="module")
+def zxing():
+    return make_decoder("zxing")
+
+
+def texts(decoder, image):
+    return [code.text for code in decoder.decode(image)]
+
+
+def test_vietnamese_utf8_comes_out_exactly(zxing):
+    [code] = zxing.decode(qr_image(VIETNAMESE))
+    assert code.text == VIETNAMESE
+    assert code.data == VIETNAMESE.encode("utf-8")
+
+
+def test_dark_mode_code_is_read(zxing):
+    assert texts(zxing, qr_image("VN-HC-2026-000731", dark=True)) == ["VN-HC-2026-000731"]
+
+
+def test_colour_image_is_read(zxing):
+    colour = cv2.cvtColor(qr_image("colour"), cv2.COLOR_GRAY2BGR)
+    colour[..., 2] = 255 - colour[..., 2] // 4  # a reddish tint
+    assert texts(zxing, colour) == ["colour"]
+
+
+def test_every_code_in_a_frame(zxing):
+    canvas = np.full((400, 900), 200, np.uint8)
+    qr_image("first", canvas=canvas, at=(40, 40))
+    qr_image("second", canvas=canvas, at=(40, 500))
+    assert sorted(texts(zxing, canvas)) == ["first", "second"]
+
+
+def test_frame_without_code_gives_nothing(zxing):
+    noise = np.random.default_rng(3).integers(0, 255, (720, 1280), dtype=np.uint8)
+    assert zxing.decode(noise) == []
+
+
+def test_binary_payload_keeps_exact_bytes_and_no_text(zxing):
+    payload = b"\x00\xff\xfe raw \x1b[2J"
+    [code] = zxing.decode(qr_image(payload))
+    assert code.data == payload and code.text is None
+    text, malformed = examine(code, 2048)
+    assert malformed and text == "\\x00\\xff\\xfe raw \\x1b[2J"
+
+
+def test_latin1_text_is_transcoded(zxing):
+    # QR's default charset is ISO-8859-1: bytes that are not UTF-8 but still declared text.
+    [code] = zxing.decode(qr_image("café", encoding="iso-8859-1"))
+    assert code.data == b"caf\xe9" and code.text == "café"
+
+
+def test_pyzbar_is_selectable(zxing):
+    pyzbar = make_decoder("pyzbar")
+    assert texts(pyzbar, qr_image("ASCII-123")) == ["ASCII-123"]
+
+
+@pytest.mark.parametrize("code, malformed", [
+    (Code(b"ok", "ok"), False),
+    (Code(b"", ""), True),
+    (Code(b"   ", "   "), True),
+    (Code(b"x" * 10_000, "x" * 10_000), True),
+    (Code(b"line1\r\nline2\tend", "line1\r\nline2\tend"), False),
+    (Code(b"esc\x1b[31m", "esc\x1b[31m"), True),
+    (Code(b"nul\x00", "nul\x00"), True),
+    (Code(b"\xc3\x28", None), True),
+])
+def test_payload_rules(code, malformed):
+    text, bad = examine(code, 2048)
+    assert bad is malformed
+    assert len(text.encode()) <= 4 * 2048  # capped (escapes may lengthen it a little)
+
+
+def test_decode_cli_images_video_and_unreadable(tmp_path, write_qr, cli):
+    first = write_qr("one.png", VIETNAMESE)
+    second = write_qr("two.jpg", "TWO", dark=True)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (400, 400), False)
+    blank = np.full((400, 400), 200, np.uint8)
+    frames = [blank] * 3 + [qr_image("IN-VIDEO", size=(400, 400))] * 5 + [blank] * 30 + \
+             [qr_image("IN-VIDEO", size=(400, 400))] * 3
+    for f in frames:
+        writer.write(f)
+    writer.release()
+
+    status, out, err = cli("decode", "--json", first, broken, second, tmp_path / "missing.png", video)
+    assert status == 1
+    assert "broken.png" in err and "missing.png" in err
+    found = [json.loads(line) for line in out.splitlines()]
+    assert [(f["path"], f["text"]) for f in found] == [
+        (str(first), VIETNAMESE), (str(second), "TWO"), (str(video), "IN-VIDEO"), (str(video), "IN-VIDEO")]
+    # Consecutive frames are one sighting; the code back after 3 s out of sight is a new one.
+    assert [f["frame"] for f in found[2:]] == [3, 38]
+    assert found[0]["hex"] == VIETNAMESE.encode().hex()
+
+
+def test_decode_cli_plain_output_escapes_control_characters(write_qr, cli):
+    path = write_qr("multi.png", "a\nb")
+    status, out, _ = cli("decode", path)
+    assert status == 0 and out == f"{path}\ta\\x0ab\n"
