@@ -135,7 +135,7 @@ def build(settings: Settings, old: Parts | None = None, on_scan=None) -> Parts:
 def close(parts: Parts) -> None:
     parts.source.close()
     parts.signaller.close()
-    parts.store.retry()
+    parts.store.retry(force=True)
     if parts.store.backlog:
         log.critical("stopping with %d entries the database never took", len(parts.store.backlog))
     parts.store.close()

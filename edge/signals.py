@@ -62,6 +62,8 @@ class Signaller:
             self.outputs[name].set(on)
         except OutputError as exc:
             log.error("%s", exc)
+        except Exception:  # a driver bug must not silence the gate for every later decision
+            log.exception("output %s failed", name)
 
     def _all_off(self, names=None) -> None:
         for name in names if names is not None else self.outputs:

@@ -148,11 +148,11 @@ class EntryStore:
         self._recovered()
         return True
 
-    def retry(self) -> bool:
-        """Try again to write held entries; called periodically by the daemon."""
+    def retry(self, *, force: bool = False) -> bool:
+        """Try again to write held entries: periodically, and once more (force) on the way out."""
         if not self.backlog and self.conn is not None:
             return True
-        if time.monotonic() < self._next_try:
+        if time.monotonic() < self._next_try and not force:
             return False
         if self.conn is None and not self._open():
             return False

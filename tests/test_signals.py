@@ -1,0 +1,127 @@
+"""Signal patterns over recording outputs: timing shape, pre-emption, instant shutdown, GPIO polarity."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from drivers.outputs import OutputError, open_output
+from drivers.outputs.fake import FakeOutput
+from edge.config import Pulse, parse_settings
+from edge.model import Outcome
+from edge.signals import Signaller, timeline
+
+FAKES = Path(__file__).parent / "fakes"
+
+
+def ons(output):
+    return [on for _, on in output.changes]
+
+
+def test_timeline_shape():
+    steps = timeline({"buzzer": Pulse(on_ms=100, off_ms=50, count=3), "relay": Pulse(on_ms=300, delay_ms=20)})
+    assert [(round(t, 3), n, on) for t, n, on in steps] == [
+        (0.0, "buzzer", True), (0.02, "relay", True), (0.1, "buzzer", False), (0.15, "buzzer", True),
+        (0.25, "buzzer", False), (0.3, "buzzer", True), (0.32, "relay", False), (0.4, "buzzer", False)]
+
+
+def test_pattern_plays_without_blocking_and_ends_off():
+    outs = {"red": FakeOutput("red"), "buzzer": FakeOutput("buzzer")}
+    signaller = Signaller(outs, {"deny": {"red": Pulse(on_ms=60), "buzzer": Pulse(on_ms=10, off_ms=10, count=3)}})
+    started = time.monotonic()
+    signaller.signal(Outcome.DENY)
+    assert time.monotonic() - started < 0.01  # signal() returns at once
+    assert signaller.wait_idle(5)
+    assert ons(outs["buzzer"]) == [False, True, False, True, False, True, False]
+    assert ons(outs["red"]) == [False, True, False]
+    on_at, off_at = outs["red"].changes[1][0], outs["red"].changes[2][0]
+    assert off_at - on_at >= 0.055
+    signaller.close()
+
+
+def test_newer_decision_cuts_in_and_outputs_go_off_first():
+    outs = {"green": FakeOutput("green"), "red": FakeOutput("red")}
+    signaller = Signaller(outs, {"allow": {"green": Pulse(on_ms=5000)}, "deny": {"red": Pulse(on_ms=30)}})
+    signaller.signal(Outcome.ALLOW)
+    time.sleep(0.05)
+    signaller.signal(Outcome.DENY)
+    assert signaller.wait_idle(2)
+    assert ons(outs["green"]) == [False, True, False]
+    assert outs["green"].changes[2][0] <= outs["red"].changes[1][0]
+    signaller.close()
+
+
+def test_close_stops_a_long_pattern_at_once_and_leaves_everything_off():
+    relay = FakeOutput("relay")
+    signaller = Signaller({"relay": relay}, {"allow": {"relay": Pulse(on_ms=60_000)}})
+    signaller.signal(Outcome.ALLOW)
+    time.sleep(0.05)
+    started = time.monotonic()
+    signaller.close()
+    assert time.monotonic() - started < 0.5
+    assert relay.state is False and relay.closed
+
+
+def test_decision_without_pattern_is_silent():
+    green = FakeOutput("green")
+    signaller = Signaller({"green": green}, {})
+    signaller.signal(Outcome.REVIEW)
+    assert signaller.wait_idle(1)
+    assert ons(green) == [False]
+    signaller.close()
+
+
+@pytest.fixture
+def fake_gpio(monkeypatch):
+    monkeypatch.syspath_prepend(str(FAKES))
+    for name in ("RPi", "RPi.GPIO"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    import RPi.GPIO as GPIO
+
+    GPIO.reset()
+    return GPIO
+
+
+def test_gpio_outputs_active_high_and_low(fake_gpio):
+    settings = parse_settings({
+        "source": {"type": "lines"},
+        "outputs": {"green": {"driver": "gpio", "pin": 17}, "relay": {"driver": "gpio", "pin": 23, "active_low": True}},
+        "signals": {"allow": {"green": {"on_ms": 20}, "relay": {"on_ms": 20}}}})
+    outs = {name: open_output(name, s) for name, s in settings.outputs.items()}
+    assert fake_gpio.getmode() == fake_gpio.BCM
+    # Safe from the first instant: set up already at the 'off' level (low for green, high for the relay).
+    assert ("setup", 17, fake_gpio.OUT, fake_gpio.LOW) in fake_gpio.calls
+    assert ("setup", 23, fake_gpio.OUT, fake_gpio.HIGH) in fake_gpio.calls
+    signaller = Signaller(outs, settings.signals)
+    signaller.signal(Outcome.ALLOW)
+    assert signaller.wait_idle(2)
+    signaller.close()
+    relay_levels = [level for _, ch, level in fake_gpio.history if ch == 23]
+    green_levels = [level for _, ch, level in fake_gpio.history if ch == 17]
+    assert relay_levels[0] == 1 and 0 in relay_levels and relay_levels[-1] == 1
+    assert green_levels[0] == 0 and 1 in green_levels and green_levels[-1] == 0
+    assert fake_gpio.directions[23] == fake_gpio.OUT  # left driven, not floating
+
+
+def test_gpio_errors_are_translated(fake_gpio):
+    settings = parse_settings({"source": {"type": "lines"}, "outputs": {"g": {"driver": "gpio", "pin": 5}}})
+    output = open_output("g", settings.outputs["g"])
+    fake_gpio.cleanup()
+    with pytest.raises(OutputError, match="BCM pin 5"):
+        output.set(True)
+
+
+def test_gpio_without_the_module_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "RPi", None)
+    settings = parse_settings({"source": {"type": "lines"}, "outputs": {"g": {"driver": "gpio", "pin": 5}}})
+    with pytest.raises(OutputError, match="rpi-lgpio"):
+        open_output("g", settings.outputs["g"])
+
+
+def test_console_output_shows_switching_on(capsys):
+    settings = parse_settings({"source": {"type": "lines"}, "outputs": {"red": {"driver": "console", "colour": "red"}}})
+    red = open_output("red", settings.outputs["red"])
+    red.set(True), red.set(True), red.set(False), red.close()
+    assert capsys.readouterr().out == "  ● red\n"

@@ -1,0 +1,160 @@
+"""Sources on real files, FIFOs and videos: order, pacing, newest-frame dropping, hostile lines."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from drivers.sources import SourceError, TextScan
+from drivers.sources.camera import FrameSource
+from drivers.sources.frames import CaptureReader, replay_reader
+from drivers.sources.lines import LinesSource, LineSplitter
+
+from .conftest import qr_image
+
+
+def drain(source, limit=1000, timeout=0.5):
+    items = []
+    while not source.finished and len(items) < limit:
+        item = source.get(timeout)
+        if item is not None:
+            items.append(item)
+    return items
+
+
+def test_splitter_terminators_caps_and_chunks():
+    s = LineSplitter(max_line=8)
+    assert s.feed(b"one\r\ntwo\rthr") == [b"one", b"two"]
+    assert s.feed(b"ee\n\n\r\n") == [b"three"]
+    assert s.feed(b"0123456789ABCDEF" * 1000) == []
+    assert s.feed(b"tail\nnext\n") == [b"01234567", b"next"]  # capped at 8 bytes, the rest dropped
+    assert s.feed(b"   \n") == []
+    assert s.feed(b"last") == [] and s.flush() == [b"last"]
+
+
+def test_lines_from_a_file_end_at_eof(tmp_path):
+    path = tmp_path / "scans.txt"
+    path.write_bytes(b"A1\r\nPh\xe1\xba\xa1m\n\n\xff\xfe binary\n" + b"x" * 100_000 + b"\nlast")
+    source = LinesSource(str(path), max_line=2049)
+    source.start()
+    items = drain(source)
+    source.close()
+    assert [i.data for i in items] == [b"A1", "Phạm".encode(), b"\xff\xfe binary", b"x" * 2049, b"last"]
+    assert all(isinstance(i, TextScan) for i in items) and source.finished
+
+
+def test_fifo_survives_writers_coming_and_going(tmp_path):
+    fifo = tmp_path / "scanner.fifo"
+    os.mkfifo(fifo)
+    source = LinesSource(str(fifo), max_line=100)
+    source.start()
+    for batch in (b"first\n", b"second\nthird\n"):
+        with open(fifo, "wb") as writer:
+            writer.write(batch)
+        time.sleep(0.1)
+    items = [source.get(1.0) for _ in range(3)]
+    assert [i.data for i in items] == [b"first", b"second", b"third"]
+    assert not source.finished
+    started = time.monotonic()
+    source.close()
+    assert time.monotonic() - started < 1
+
+
+def test_missing_lines_path_is_a_source_error(tmp_path):
+    with pytest.raises(SourceError, match="cannot open"):
+        LinesSource(str(tmp_path / "nope"), max_line=10).start()
+
+
+@pytest.fixture
+def frames_dir(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in (1, 2, 10):
+        cv2.imwrite(str(folder / f"f{i}.png"), qr_image(f"code-{i}"))
+    (folder / "notes.md").write_text("not an image")
+    return folder
+
+
+def test_replay_folder_in_natural_order_every_frame(frames_dir):
+    from edge.decode import make_decoder
+
+    source = FrameSource(replay_reader(str(frames_dir)), name="r")
+    source.start()
+    frames = drain(source)
+    decoder = make_decoder("zxing")
+    assert [decoder.decode(f.image)[0].text for f in frames] == ["code-1", "code-2", "code-10"]
+    assert [f.index for f in frames] == [1, 2, 3] and source.stats.dropped == 0
+
+
+def test_replay_list_file_skips_unreadable_and_loops(tmp_path, frames_dir):
+    listing = tmp_path / "list.txt"
+    (tmp_path / "broken.png").write_bytes(b"nope")
+    listing.write_text("# frames\nframes/f2.png\nbroken.png\nframes/f1.png\n")
+    source = FrameSource(replay_reader(str(listing)), name="r", loop=True)
+    source.start()
+    frames = [source.get(0.1) for _ in range(5)]
+    assert all(f is not None for f in frames) and not source.finished
+    assert source.reader.skipped >= 2
+
+
+def test_paced_replay_drops_stale_frames_for_a_slow_consumer(frames_dir):
+    source = FrameSource(replay_reader(str(frames_dir)), name="r", fps=100, loop=True)
+    source.start()
+    time.sleep(0.3)  # a decoder that fell behind
+    frame = source.get(1)
+    source.close()
+    assert frame is not None and source.stats.dropped >= 10  # kept the newest, dropped the rest
+
+
+def test_paced_replay_once_finishes(frames_dir):
+    source = FrameSource(replay_reader(str(frames_dir)), name="r", fps=50)
+    source.start()
+    frames = drain(source)
+    assert 1 <= len(frames) <= 3 and source.finished
+
+
+def write_video(path, texts, size=(320, 320)):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, size, False)
+    for text in texts:
+        writer.write(qr_image(text, size=size) if text else np.full(size, 200, np.uint8))
+    writer.release()
+
+
+def test_video_file_replay_and_opencv_source_share_the_capture_path(tmp_path):
+    from drivers.sources import open_source
+    from edge.config import parse_settings
+
+    video = tmp_path / "clip.avi"
+    write_video(video, ["v1", None, "v2"])
+    for table in ({"type": "replay", "path": str(video), "fps": 0}, {"type": "opencv", "device": str(video)}):
+        source = open_source(parse_settings({"source": table}).source, max_line=10)
+        assert isinstance(source.reader, CaptureReader)
+        source.start()
+        assert len(drain(source)) == 3
+
+
+def test_bad_replay_targets(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SourceError, match="no image files"):
+        replay_reader(str(empty))
+    not_video = tmp_path / "x.mp4"
+    not_video.write_bytes(b"\x00" * 1000)
+    with pytest.raises(SourceError, match="cannot open"):
+        FrameSource(replay_reader(str(not_video)), name="v").start()
+    with pytest.raises(SourceError, match="does not exist"):
+        FrameSource(replay_reader(str(tmp_path / "gone.avi")), name="v").start()
+
+
+def test_missing_camera_keeps_trying_and_closes_promptly():
+    source = FrameSource(CaptureReader("/dev/video-not-here"), name="cam", live=True, max_backoff_s=0.2)
+    source.start()
+    assert source.get(0.3) is None and not source.finished
+    assert source.stats.state in ("missing", "reopening")
+    started = time.monotonic()
+    source.close()
+    assert time.monotonic() - started < 1

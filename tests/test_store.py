@@ -1,0 +1,128 @@
+"""Entries in a real SQLite file: committed, ordered, purged; real failures held and written later."""
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import pytest
+
+from edge.clock import boot_id, mono_ns, wall_ms
+from edge.store import Entry, EntryReader, EntryStore, StoreError
+
+
+def entry(code="c", decision="allow", wall=None):
+    return Entry(Entry.new_id(), "dev", wall if wall is not None else wall_ms(), mono_ns(), boot_id(), "test",
+                 code, decision, "listed", "l", 1, "v1")
+
+
+def rows(path):
+    reader = EntryReader(path)
+    try:
+        return list(reader.rows())
+    finally:
+        reader.close()
+
+
+def test_commit_order_and_readback(tmp_path):
+    store = EntryStore(tmp_path / "entries.db")
+    written = [entry(f"c{i}") for i in range(5)]
+    assert all(store.record(e) for e in written)
+    got = rows(tmp_path / "entries.db")
+    assert [r["id"] for r in got] == [e.id for e in written]
+    assert [r["seq"] for r in got] == [1, 2, 3, 4, 5]
+    assert got[0]["synced_ms"] is None and got[0]["config_version"] == "v1"
+    mode = store.conn.execute("PRAGMA journal_mode").fetchone()[0]
+    sync = store.conn.execute("PRAGMA synchronous").fetchone()[0]
+    assert (mode, sync) == ("wal", 2)  # WAL, FULL
+
+
+def test_purge_keeps_sequence_numbers_unique(tmp_path):
+    store = EntryStore(tmp_path / "entries.db")
+    store.record(entry("old", wall=wall_ms() - 10 * 86_400_000))
+    store.record(entry("new"))
+    assert store.purge(wall_ms() - 86_400_000) == 1
+    store.record(entry("newer"))
+    assert [(r["code"], r["seq"]) for r in rows(tmp_path / "entries.db")] == [("new", 2), ("newer", 3)]
+
+
+def test_read_only_database_holds_entries_until_it_recovers(tmp_path):
+    store = EntryStore(tmp_path / "entries.db", retry_s=0.05)
+    assert store.record(entry("before"))
+    store.conn.execute("PRAGMA query_only = 1")  # SQLite now refuses every write, as on a read-only mount
+    held = entry("during", decision="deny")
+    assert store.record(entry("during")) is False
+    store.hold(held)
+    assert not store.healthy and "read-only" in store.error
+    time.sleep(0.06)
+    assert store.retry()  # reopened: the held entry is written, in order
+    assert store.healthy and not store.backlog
+    assert [r["code"] for r in rows(tmp_path / "entries.db")] == ["before", "during"]
+
+
+def test_full_database(tmp_path):
+    store = EntryStore(tmp_path / "entries.db", retry_s=0.05)
+    pages = store.conn.execute("PRAGMA page_count").fetchone()[0]
+    store.conn.execute(f"PRAGMA max_page_count = {pages}")
+    failures = 0
+    for i in range(200):
+        e = entry("x" * 500 + str(i))
+        if not store.record(e):
+            failures += 1
+            store.hold(e)
+    assert failures and "full" in store.error
+    time.sleep(0.06)
+    assert store.retry()  # a new connection has no page limit: the disk 'has room again'
+    assert len(rows(tmp_path / "entries.db")) == 200
+
+
+def test_not_a_database_at_start_is_a_clear_error_not_a_crash(tmp_path):
+    path = tmp_path / "entries.db"
+    path.write_bytes(b"this is not a database, it is a shopping list\n" * 100)
+    store = EntryStore(path, retry_s=0.05)
+    assert not store.healthy and "corrupt or not a SQLite database" in store.error
+    assert store.record(entry()) is False
+    with pytest.raises(StoreError, match="corrupt or not a SQLite database"):
+        EntryReader(path)
+    # The operator moves the file aside: the store recovers on its own and writes what it held.
+    store.hold(entry("held"))
+    path.rename(tmp_path / "entries.db.bad")
+    time.sleep(0.06)
+    assert store.retry()
+    assert [r["code"] for r in rows(path)] == ["held"]
+
+
+def test_backlog_is_bounded(tmp_path, monkeypatch):
+    import edge.store as store_module
+
+    monkeypatch.setattr(store_module, "BACKLOG_LIMIT", 3)
+    path = tmp_path / "entries.db"
+    path.write_bytes(b"garbage" * 1000)
+    store = EntryStore(path)
+    for i in range(5):
+        store.hold(entry(f"e{i}"))
+    assert [e.code for e in store.backlog] == ["e2", "e3", "e4"] and store.dropped == 2
+
+
+def test_entries_and_status_cli(tmp_path, make_config, cli):
+    config = make_config('[source]\ntype = "lines"\n')
+    status, _, err = cli("entries", "--config", config)
+    assert status == 1 and "no entries database yet" in err
+    store = EntryStore(tmp_path / "state" / "entries.db")
+    store.record(entry("Phạm Thu Hương", wall=wall_ms() - 3 * 3600_000))
+    store.record(entry("recent", decision="deny"))
+    status, out, _ = cli("entries", "--config", config)
+    lines = out.splitlines()
+    assert status == 0 and lines[0].startswith("time,seq,id,device_id") and len(lines) == 3
+    assert "Phạm Thu Hương" in lines[1]
+    status, out, _ = cli("entries", "--config", config, "--since", "1h", "--format", "json")
+    assert status == 0 and len(out.splitlines()) == 1 and '"code": "recent"' in out
+    assert cli("entries", "--config", config, "--since", "yesterday-ish")[0] == 1
+    status, out, _ = cli("status", "--config", config)
+    assert "entries       2 (allow 1, deny 1)" in out and ": ok" in out
+    (tmp_path / "state" / "entries.db").write_bytes(b"garbage" * 1000)
+    for name in ("entries-wal", "entries-shm"):
+        (tmp_path / "state" / f"{name.replace('-', '.db-')}").unlink(missing_ok=True)
+    status, out, err = cli("status", "--config", config)
+    assert status == 0 and "corrupt or not a SQLite database" in out
+    status, out, err = cli("entries", "--config", config)
+    assert status == 1 and "corrupt or not a SQLite database" in err and "Traceback" not in err
