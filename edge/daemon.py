@@ -98,7 +98,6 @@ def build(settings: Settings, old: Parts | None = None, on_scan=None) -> Parts:
         store, lists = old.store, old.lists
     else:
         if old is not None and old.store is not None:
-            old.store.retry()
             old.store.close()
             old.lists.close()
             old.store = old.lists = None
@@ -135,9 +134,6 @@ def build(settings: Settings, old: Parts | None = None, on_scan=None) -> Parts:
 def close(parts: Parts) -> None:
     parts.source.close()
     parts.signaller.close()
-    parts.store.retry(force=True)
-    if parts.store.backlog:
-        log.critical("stopping with %d entries the database never took", len(parts.store.backlog))
     parts.store.close()
     parts.lists.close()
 

@@ -6,12 +6,14 @@ store keeps the entries in a bounded backlog, says so, and writes them once the 
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sqlite3
 import time
 import uuid
 from collections import deque
-from dataclasses import astuple, dataclass, fields
+from dataclasses import asdict, astuple, dataclass, fields
 from pathlib import Path
 from typing import Iterator
 
@@ -66,6 +68,7 @@ class Entry:
 
 _COLUMNS = ", ".join(f.name for f in fields(Entry))
 _INSERT = f"INSERT INTO entries ({_COLUMNS}) VALUES ({', '.join('?' * len(fields(Entry)))})"
+_INSERT_IGNORE = _INSERT.replace("INSERT", "INSERT OR IGNORE", 1)  # a saved file replayed twice adds nothing
 
 
 def _last_allowed(conn: sqlite3.Connection, code: str) -> tuple[int, int, str] | None:
@@ -112,7 +115,43 @@ class EntryStore:
             self._failed(exc)
             return False
         self.conn = conn
+        self._load_saved()
         return True
+
+    # -- entries held when the daemon stopped with the database still failing --------------------------
+    def save_held(self) -> Path | None:
+        """Write held entries to a file beside the database, to be committed at the next start."""
+        if not self.backlog:
+            return None
+        path = self.path.parent / f"held-{int(time.time() * 1000)}.jsonl"
+        try:
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.writelines(json.dumps(asdict(e), ensure_ascii=False) + "\n" for e in self.backlog)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            log.critical("%d entries the database never took are LOST: cannot save them to %s: %s",
+                         len(self.backlog), path, exc)
+            return None
+        log.critical("%d entries the database never took saved to %s; committed at the next start",
+                     len(self.backlog), path)
+        return path
+
+    def _load_saved(self) -> None:
+        for path in sorted(self.path.parent.glob("held-*.jsonl")):
+            entries = []
+            for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+                try:
+                    entries.append(Entry(**json.loads(line)))
+                except (ValueError, TypeError) as exc:
+                    log.error("%s line %d: not a held entry (%s); skipped", path, number, exc)
+            try:
+                self._commit(entries, ignore_known=True)
+            except sqlite3.Error as exc:
+                self._failed(exc)
+                return
+            path.unlink()
+            log.warning("committed %d held entries from %s", len(entries), path)
 
     def _failed(self, exc: BaseException) -> None:
         message = describe(exc)
@@ -164,11 +203,11 @@ class EntryStore:
         self._recovered()
         return True
 
-    def _commit(self, entries: list[Entry]) -> None:
+    def _commit(self, entries: list[Entry], *, ignore_known: bool = False) -> None:
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(_INSERT, [astuple(e) for e in entries])
+            conn.executemany(_INSERT_IGNORE if ignore_known else _INSERT, [astuple(e) for e in entries])
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -206,6 +245,9 @@ class EntryStore:
             return None
 
     def close(self) -> None:
+        """One last try to write held entries; what still cannot be written is saved beside the file."""
+        self.retry(force=True)
+        self.save_held()
         if self.conn is not None:
             self.conn.close()
             self.conn = None

@@ -126,3 +126,19 @@ def test_entries_and_status_cli(tmp_path, make_config, cli):
     assert status == 0 and "corrupt or not a SQLite database" in out
     status, out, err = cli("entries", "--config", config)
     assert status == 1 and "corrupt or not a SQLite database" in err and "Traceback" not in err
+
+
+def test_entries_held_at_shutdown_are_saved_and_committed_at_next_start(tmp_path):
+    path = tmp_path / "entries.db"
+    path.write_bytes(b"garbage " * 1000)
+    store = EntryStore(path)
+    held = [entry("Phạm Thu Hương", decision="deny"), entry("second", decision="deny")]
+    for e in held:
+        store.hold(e)
+    store.close()  # the database is still broken: the held entries go to a file beside it
+    [saved] = tmp_path.glob("held-*.jsonl")
+    (saved.parent / "held-0.jsonl").write_text("not json\n" + saved.read_text().splitlines()[0] + "\n")
+    path.unlink()
+    store = EntryStore(path)  # a working database again: both files committed, duplicates ignored
+    assert store.healthy and not list(tmp_path.glob("held-*.jsonl"))
+    assert [r["id"] for r in rows(path)] == [e.id for e in held]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from edge.clock import mono_ns
 
@@ -82,12 +83,15 @@ class FrameSource(Source):
 
     def _run_paced(self) -> None:
         period = 1.0 / self.fps
+        due = time.monotonic()
         while not self._stop.is_set():
             image = self._next_image()
             if image is None:
                 return
             self._slot.put(self._frame(image))
-            self._stop.wait(period)
+            # Deadlines on a fixed grid, like a camera's clock: reading a file late does not slow the rate.
+            due = max(due + period, time.monotonic() - period)
+            self._stop.wait(max(0.0, due - time.monotonic()))
 
     def _run_live(self) -> None:
         backoff = 0.5
