@@ -197,8 +197,10 @@ class Daemon:
                     self.purge()
                     next_purge = now + PURGE_EVERY_S
         finally:
+            stats, pipeline = self.parts.source.stats, self.parts.pipeline
             close(self.parts)
-        log.info("checkpoint stopped")
+        log.info("checkpoint stopped: %d frames decoded, %d stale frames dropped, %d scans",
+                 pipeline.frames, stats.dropped, pipeline.scans)
         return 0
 
 
