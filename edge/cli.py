@@ -135,6 +135,7 @@ def cmd_status(args) -> int:
             "source": last["source"]}
     except StoreError as exc:
         status["store"]["health"] = str(exc)
+    status["sync"] = _sync_state(settings)
     try:
         lists = ListStore(settings.store.lists_path, readonly=True)
         status["lists"] = [{"name": i.name, "version": i.version, "entries": i.count,
@@ -154,6 +155,14 @@ def cmd_status(args) -> int:
     last = status.get("last_scan")
     _out(f"last scan     {last['time']} {last['decision']} ({last['reason']}) from {last['source']}"
          if last else "last scan     none")
+    sync = status["sync"]
+    if sync is None:
+        _out("sync          off")
+    else:
+        outbox = sync.get("outbox") or {}
+        _out(f"sync          {sync.get('connection', '?')} to {sync.get('broker')}; outbox {outbox.get('depth', '?')}"
+             f" (oldest {outbox.get('oldest_unsynced') or '-'}); last sync {sync.get('last_sync') or 'never'}"
+             + (f"; last error: {sync['last_error']}" if sync.get("last_error") else ""))
     if isinstance(status["lists"], str):
         _out(f"lists         {status['lists']}")
     for info in status["lists"] if isinstance(status["lists"], list) else []:
@@ -216,6 +225,22 @@ def _lists(settings: Settings, readonly: bool = False) -> ListStore:
         return ListStore(path, readonly=readonly)
     except sqlite3.Error as exc:
         raise Failure(f"lists database {path}: {exc}") from None
+
+
+def _sync_state(settings: Settings) -> dict | None:
+    """What the running daemon's sync agent last wrote, with the outbox as the database says now."""
+    if not settings.sync.enabled:
+        return None
+    path = settings.store.entries_path.parent / "sync.json"
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        state = {"connection": "not running", "broker": f"{settings.sync.host}:{settings.sync.port}"}
+    try:
+        state["outbox"] = EntryReader(settings.store.entries_path).outbox()
+    except StoreError as exc:
+        state["outbox"] = {"error": str(exc)}
+    return state
 
 
 def _reader(settings: Settings) -> EntryReader:

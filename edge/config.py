@@ -144,6 +144,30 @@ class Pulse(_Model):
     delay_ms: int = Field(0, ge=0, le=60_000, description="Wait before the first pulse.")
 
 
+class SyncSettings(_Model):
+    """MQTT sync to the hub. Off unless enabled: the appliance needs no network to work."""
+
+    enabled: bool = False
+    host: str = Field("localhost", min_length=1)
+    port: int = Field(1883, ge=1, le=65535)
+    topic_prefix: str = Field("checkpoint", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+    username: str | None = Field(None, description="Defaults to the device id.")
+    password_file: str | None = Field(None, description="A file holding the password, or the name of a "
+                                      "systemd credential in $CREDENTIALS_DIRECTORY.")
+    tls: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = Field(None, description="A file, or a systemd credential name.")
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    session_expiry_s: int = Field(7 * 86400, ge=0, le=2**32 - 1)
+    batch_max_entries: int = Field(500, ge=1, le=10_000)
+    batch_max_bytes: int = Field(64_000, ge=1024, le=512_000)
+    batch_wait_ms: int = Field(200, ge=0, le=60_000, description="How long the first entry of a batch waits for company.")
+    max_inflight: int = Field(8, ge=1, le=100, description="Batches published and not yet acknowledged.")
+    status_interval_s: int = Field(60, ge=1, le=3600)
+    retry_refused_s: float = Field(30.0, gt=0, le=3600, description="Wait before resending a refused batch.")
+
+
 class LogSettings(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     codes: bool = Field(False, description="Show scanned codes in the log (personal data); off shows a short hash.")
@@ -158,6 +182,7 @@ class Settings(_Model):
     store: StoreSettings = Field(default_factory=StoreSettings)
     outputs: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")], OutputSettings] = Field(default_factory=dict)
     signals: dict[OutcomeName, dict[str, Pulse]] = Field(default_factory=dict)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @model_validator(mode="after")

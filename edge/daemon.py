@@ -5,13 +5,14 @@ import logging
 import signal
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
 from drivers.outputs import Output, OutputError, open_output
 from drivers.sources import Source, SourceError, open_source
 
-from .clock import wall_ms
+from .clock import boot_id, wall_ms
 from .config import ConfigError, Settings, load_settings
 from .debounce import Debouncer
 from .decode import make_decoder
@@ -82,6 +83,32 @@ class Parts:
     store: EntryStore | None
     lists: object
     pipeline: Pipeline
+    agent: object = None  # sync.agent.SyncAgent when [sync] is enabled
+    snapshot: dict = field(default_factory=dict)  # for the sync agent's status, refreshed by the daemon
+
+
+def software_version() -> str:
+    try:
+        return metadata.version("checkpoint")
+    except metadata.PackageNotFoundError:
+        return "dev"
+
+
+def take_snapshot(parts: Parts) -> dict:
+    """The daemon's state for the hub, computed on the pipeline's thread (which owns these objects)."""
+    try:
+        lists = {info.name: info.version for info in parts.lists.infos()}
+    except (sqlite3.Error, AttributeError) as exc:
+        lists = {"error": str(exc)}
+    source, store = parts.source, parts.store
+    return {
+        "versions": {"software": software_version(), "config": parts.settings.version, "lists": lists},
+        "mode": parts.settings.decision.mode,
+        "source": {"name": source.name, "state": source.stats.state, "delivered": source.stats.delivered,
+                   "dropped": source.stats.dropped} if source else None,
+        "store": {"healthy": store.healthy, "error": store.error, "held": len(store.backlog)} if store else None,
+        "scans": parts.pipeline.scans, "boot_id": boot_id(),
+    }
 
 
 def build(settings: Settings, old: Parts | None = None, on_scan=None) -> Parts:
@@ -94,6 +121,9 @@ def build(settings: Settings, old: Parts | None = None, on_scan=None) -> Parts:
         return (old is not None and part is not None
                 and all(getattr(old.settings, key) == getattr(settings, key) for key in keys))
 
+    if old is not None and old.agent is not None and not keep(old.agent, "sync", "device", "store"):
+        old.agent.stop()
+        old.agent = None
     if keep(old and old.store, "store"):
         store, lists = old.store, old.lists
     else:
@@ -128,10 +158,34 @@ def build(settings: Settings, old: Parts | None = None, on_scan=None) -> Parts:
         policy=Policy(settings.decision, lists, store.last_allowed), store=store, signaller=signaller,
         device_id=settings.device.id, config_version=settings.version,
         max_payload_bytes=settings.decoder.max_payload_bytes, log_codes=settings.log.codes, on_scan=on_scan)
-    return Parts(settings, source, signaller, store, lists, pipeline)
+    parts = Parts(settings, source, signaller, store, lists, pipeline)
+    parts.snapshot = take_snapshot(parts)
+    if old is not None and old.agent is not None:
+        parts.agent = old.agent
+        parts.agent.status_extra = lambda: parts.snapshot
+    elif settings.sync.enabled:
+        parts.agent = start_agent(settings, parts)
+    return parts
+
+
+def start_agent(settings: Settings, parts: Parts):
+    from sync.agent import SyncAgent
+    from sync.mqtt import SyncConfigError
+
+    try:
+        agent = SyncAgent(settings.sync, device_id=settings.device.id, entries_path=settings.store.entries_path,
+                          status=lambda: parts.snapshot)
+        agent.start()
+    except (SyncConfigError, OSError, sqlite3.Error) as exc:
+        # Scanning goes on without sync: entries wait in the outbox until the config is fixed.
+        log.error("SYNC NOT STARTED: %s; entries stay in the outbox", exc)
+        return None
+    return agent
 
 
 def close(parts: Parts) -> None:
+    if parts.agent is not None:
+        parts.agent.stop()
     parts.source.close()
     parts.signaller.close()
     parts.store.close()
@@ -192,6 +246,7 @@ class Daemon:
                 now = time.monotonic()
                 if now >= next_retry:
                     self.parts.store.retry()
+                    self.parts.snapshot = take_snapshot(self.parts)
                     next_retry = now + RETRY_EVERY_S
                 if now >= next_purge:
                     self.purge()

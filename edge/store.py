@@ -19,6 +19,7 @@ from typing import Iterator
 
 import sqlite_utils
 
+from .clock import iso_ms, wall_ms
 from .sqlite import connect
 
 log = logging.getLogger("checkpoint.store")
@@ -41,6 +42,7 @@ CREATE TABLE IF NOT EXISTS entries (
     synced_ms INTEGER);
 CREATE INDEX IF NOT EXISTS entries_code ON entries (code, seq);
 CREATE INDEX IF NOT EXISTS entries_wall ON entries (wall_ms);
+CREATE INDEX IF NOT EXISTS entries_outbox ON entries (seq) WHERE synced_ms IS NULL;
 """
 
 BACKLOG_LIMIT = 100_000
@@ -286,6 +288,16 @@ class EntryReader:
             return _last_allowed(self.conn, code)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {describe(exc)}") from None
+
+    def outbox(self) -> dict:
+        """Entries not yet acknowledged by the broker: how many, and since when."""
+        try:
+            depth, oldest = self.db.execute(
+                "SELECT count(*), min(wall_ms) FROM entries WHERE synced_ms IS NULL").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {describe(exc)}") from None
+        return {"depth": depth, "oldest_unsynced": iso_ms(oldest) if oldest else None,
+                "oldest_unsynced_age_s": round((wall_ms() - oldest) / 1000, 1) if oldest else None}
 
     def summary(self) -> dict:
         try:

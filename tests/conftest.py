@@ -115,3 +115,69 @@ def run_checkpoint(*args, timeout: float = 60, **kw) -> subprocess.CompletedProc
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", "edge.cli", *map(str, args)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout, **kw)
+
+
+# ---- PostgreSQL, for the hub -------------------------------------------------------------------------
+PG_ADMIN = os.environ.get("CHECKPOINT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _own_postgres(folder: Path) -> str:
+    """A throw-away PostgreSQL cluster (trust auth, a free port) when no server is reachable."""
+    import glob
+    import pwd
+    import shutil
+    import socket
+
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    if not bins:
+        pytest.fail("PostgreSQL is neither reachable at $CHECKPOINT_TEST_PG nor installed (scripts/install-deps --test)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    folder.mkdir(parents=True, exist_ok=True)
+    run_as = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        user = pwd.getpwnam("postgres")
+        shutil.chown(folder, user.pw_uid, user.pw_gid)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    data = folder / "data"
+    subprocess.run(run_as + [f"{bins[-1]}/initdb", "-D", str(data), "-A", "trust", "-U", "postgres"],
+                   check=True, capture_output=True)
+    subprocess.run(run_as + [f"{bins[-1]}/pg_ctl", "-D", str(data), "-l", str(folder / "log"), "-w", "-o",
+                             f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start"],
+                   check=True, capture_output=True)
+    return f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+
+@pytest.fixture(scope="session")
+def pg_admin(tmp_path_factory):
+    import psycopg
+
+    try:
+        psycopg.connect(PG_ADMIN, connect_timeout=3).close()
+        yield PG_ADMIN
+        return
+    except psycopg.OperationalError:
+        pass
+    folder = tmp_path_factory.mktemp("postgres")
+    url = _own_postgres(folder)
+    yield url
+    data = folder / "data"
+    bins = sorted(__import__("glob").glob("/usr/lib/postgresql/*/bin"))
+    run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    subprocess.run(run_as + [f"{bins[-1]}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+
+
+@pytest.fixture
+def pg_url(pg_admin):
+    """A fresh database per test, dropped afterwards."""
+    import uuid
+
+    import psycopg
+
+    name = f"checkpoint_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield pg_admin.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(pg_admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
