@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CONFIG ?= config/demo.toml
 PYTEST_ARGS ?=
 
-.PHONY: run test bench deps demo-images clean
+.PHONY: run test bench deps deps-test demo-images clean
 
 run: $(VENV)/.installed
 ifeq ($(CONFIG),config/demo.toml)
@@ -14,18 +14,22 @@ ifeq ($(CONFIG),config/demo.toml)
 endif
 	$(BIN)/checkpoint run --config $(CONFIG)
 
-test: $(VENV)/.installed-test
+test: deps-test $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(VENV)/.installed-test
+bench: deps-test $(VENV)/.installed-test
 	$(BIN)/python -m bench.decode
 	$(BIN)/python -m bench.latency
+	$(BIN)/python -m bench.sync
 
 demo-images: $(VENV)/.installed-test
 	$(BIN)/python -m bench.make_demo config/demo
 
 deps:
 	@scripts/install-deps
+
+deps-test:
+	@scripts/install-deps --test
 
 $(VENV)/.created: | deps
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -39,7 +43,7 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.created
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,hub]'
 	touch $@
 
 clean:

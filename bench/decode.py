@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from bench.synth import CONDITIONS, frames
 from edge.decode import make_decoder

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .clock import boot_id, iso_ms, mono_ns, parse_since, wall_ms
 from .config import ConfigError, Settings, load_settings
+from .export import write_entries
 from .lists import ListError, ListStore
 from .payload import printable
 from .store import EntryReader, StoreError
@@ -102,20 +103,7 @@ def cmd_entries(args) -> int:
             since = parse_since(args.since, settings.device.timezone)
         except ValueError:
             raise Failure(f"--since {args.since!r}: use an ISO date or date-time, or a span such as 2h or 7d")
-    reader = _reader(settings)
-    rows = reader.rows(since_ms=since)
-    if args.format == "json":
-        for row in rows:
-            row["time"] = iso_ms(row["wall_ms"])
-            _out(json.dumps(row, ensure_ascii=False))
-    else:
-        writer = None
-        for row in rows:
-            row = {"time": iso_ms(row["wall_ms"]), **row}
-            if writer is None:
-                writer = csv.DictWriter(sys.stdout, fieldnames=list(row), lineterminator="\n")
-                writer.writeheader()
-            writer.writerow(row)
+    write_entries(_reader(settings).rows(since_ms=since), args.format)
     return 0
 
 

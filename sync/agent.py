@@ -31,6 +31,10 @@ _OUTBOX = ("SELECT id, seq, wall_ms, mono_ns, boot_id, source, code, decision, r
            "config_version FROM entries WHERE synced_ms IS NULL AND seq > ? ORDER BY seq LIMIT ?")
 
 
+NO_MATCHING_SUBSCRIBERS = 0x10
+UNROUTED_RETRY_S = 1.0
+
+
 def topics(prefix: str, device_id: str) -> tuple[str, str]:
     return f"{prefix}/{device_id}/entries", f"{prefix}/{device_id}/status"
 
@@ -57,6 +61,7 @@ class SyncAgent:
         self._inflight: dict[int, tuple[int, int, int]] = {}  # mid -> (first seq, last seq, count)
         self._status_mids: set[int] = set()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # an acknowledgement arrived: room for the next batch
         self._thread: threading.Thread | None = None
         self._sent_upto = 0          # highest seq handed to paho in this process
         self._pending_since: float | None = None
@@ -85,7 +90,12 @@ class SyncAgent:
             log.warning("sync: disconnected (%s); entries wait in the outbox", reason_code)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties):
-        self._acks.put((mid, not reason_code.is_failure, str(reason_code)))
+        # 0x10 "No matching subscribers" is a success code, but nothing will ever carry that batch to the
+        # hub (Mosquitto answers it while a collector's shared subscription is not yet back after a
+        # restart): the entries are not synced, and go again shortly.
+        delivered = not reason_code.is_failure and reason_code.value != NO_MATCHING_SUBSCRIBERS
+        self._acks.put((mid, delivered, str(reason_code)))
+        self._wake.set()
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -104,6 +114,7 @@ class SyncAgent:
         while self._inflight and self.connected.is_set() and time.monotonic() < deadline:
             time.sleep(0.02)
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._handle_acks()
@@ -139,7 +150,8 @@ class SyncAgent:
                 # The store may be failing too; the daemon reports it. Sync simply waits.
                 self._note_error(f"outbox unreadable: {exc}")
                 self._stop.wait(1.0)
-            self._stop.wait(0.05)
+            self._wake.wait(0.05)
+            self._wake.clear()
 
     def _fill(self) -> None:
         s = self.settings
@@ -186,18 +198,21 @@ class SyncAgent:
                 acked.append((first, last))
                 self.state["synced"] += count
             else:
-                # Refused (e.g. not authorised): the entries stay pending and are offered again later.
-                self.state["refused"] += count
-                self._note_error(f"publish refused by the broker: {reason}")
+                # Refused (e.g. not authorised) or unrouted: the entries stay pending, offered again later.
+                unrouted = reason == "No matching subscribers"
+                self.state["refused"] += 0 if unrouted else count
+                self._note_error("no collector subscribed at the broker; resending" if unrouted
+                                 else f"publish refused by the broker: {reason}")
                 self._sent_upto = min(self._sent_upto, first - 1)
-                self._refused_until = time.monotonic() + self.settings.retry_refused_s
+                self._refused_until = time.monotonic() + (UNROUTED_RETRY_S if unrouted
+                                                          else self.settings.retry_refused_s)
         if acked:
             now = wall_ms()
             with self._db:
                 self._db.executemany("UPDATE entries SET synced_ms = ? WHERE seq BETWEEN ? AND ? "
                                      "AND synced_ms IS NULL", [(now, a, b) for a, b in acked])
             self.state["last_sync_ms"] = now
-            if self.state["last_error"] and self.state["last_error"].startswith("publish refused"):
+            if self.state["last_error"] and self.state["last_error"].startswith(("publish refused", "no collector")):
                 self.state["last_error"] = None
 
     # -- status ------------------------------------------------------------------------------------

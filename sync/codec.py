@@ -66,6 +66,9 @@ class Batch:
 
 # ---- encoding -----------------------------------------------------------------------------------
 def _uv(out: bytearray, value: int) -> None:
+    if 0 <= value < 0x80:
+        out.append(value)  # the common case: one byte
+        return
     if value < 0:
         raise ValueError("negative value for an unsigned varint")
     while True:
@@ -93,13 +96,16 @@ def encode_body(device_id: str, sent_ms: int, entries) -> bytes:
     table: dict[str, int] = {}
 
     def index(text: str) -> int:
-        return table.setdefault(text, len(table))
+        found = table.get(text)
+        if found is None:
+            found = table[text] = len(table)
+        return found
 
     rows = bytearray()
     _uv(rows, len(entries))
     prev_seq = prev_mono = 0
     for e in entries:
-        rows += uuid.UUID(e.id).bytes
+        rows += bytes.fromhex(e.id.replace("-", ""))  # the UUID's 16 bytes, without building a UUID
         _uv(rows, e.seq - prev_seq)
         _sv(rows, e.wall_ms - sent_ms)
         _sv(rows, e.mono_ns - prev_mono)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import logging
 import signal
 import socket
 import sys
 
 from edge.clock import iso_ms, parse_since
+from edge.export import write_entries
 
 from .collector import Collector
 from .hubdb import HubDB
@@ -61,17 +60,7 @@ def cmd_collect(args) -> int:
 def cmd_entries(args) -> int:
     db = _db(args)
     since = parse_since(args.since, "UTC") if args.since else None
-    rows = db.entries(device=args.device, since_ms=since)
-    writer = None
-    for row in rows:
-        row = {"time": iso_ms(row["wall_ms"]), **row}
-        if args.format == "json":
-            print(json.dumps(row, ensure_ascii=False))
-            continue
-        if writer is None:
-            writer = csv.DictWriter(sys.stdout, fieldnames=list(row), lineterminator="\n")
-            writer.writeheader()
-        writer.writerow(row)
+    write_entries(db.entries(device=args.device, since_ms=since), args.format)
     return 0
 
 

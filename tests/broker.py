@@ -92,6 +92,7 @@ class Proxy:
         self._stop = threading.Event()
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
+        self.bytes_up = 0  # client -> target, MQTT framing and all
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -110,15 +111,17 @@ class Proxy:
                 continue
             with self._lock:
                 self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, up in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pipe, args=(a, b, up), daemon=True).start()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, up: bool) -> None:
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
+                if up:
+                    self.bytes_up += len(data)
                 dst.sendall(data)
         except OSError:
             pass

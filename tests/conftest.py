@@ -150,7 +150,7 @@ def _own_postgres(folder: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_admin(tmp_path_factory):
+def pg_admin():
     import psycopg
 
     try:
@@ -159,13 +159,19 @@ def pg_admin(tmp_path_factory):
         return
     except psycopg.OperationalError:
         pass
-    folder = tmp_path_factory.mktemp("postgres")
+    import glob
+    import shutil
+    import tempfile
+
+    # Not under pytest's tmp folder: that one is private to root, and the server runs as postgres.
+    folder = Path(tempfile.mkdtemp(prefix="checkpoint-pg-"))
     url = _own_postgres(folder)
     yield url
-    data = folder / "data"
-    bins = sorted(__import__("glob").glob("/usr/lib/postgresql/*/bin"))
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
     run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    subprocess.run(run_as + [f"{bins[-1]}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+    subprocess.run(run_as + [f"{bins[-1]}/pg_ctl", "-D", str(folder / "data"), "-m", "immediate", "stop"],
+                   capture_output=True)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

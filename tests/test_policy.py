@@ -5,10 +5,9 @@ import io
 
 import pytest
 
-from edge.clock import boot_id, mono_ns, parse_instant, wall_ms
+from edge.clock import boot_id, mono_ns, parse_instant
 from edge.config import DecisionSettings
 from edge.lists import ListStore
-from edge.model import Outcome, Reason
 from edge.policy import Policy
 from edge.store import Entry, EntryStore
 

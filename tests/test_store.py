@@ -1,7 +1,6 @@
 """Entries in a real SQLite file: committed, ordered, purged; real failures held and written later."""
 from __future__ import annotations
 
-import sqlite3
 import time
 
 import pytest

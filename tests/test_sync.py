@@ -150,6 +150,24 @@ def test_entries_reach_the_hub_once_and_are_marked_synced(tmp_path, broker, back
         collector.close()
 
 
+def test_no_collector_subscribed_means_not_synced(tmp_path, broker, hub_url):
+    """Mosquitto acknowledges a publish nobody subscribed to with 0x10, a success code: not delivered."""
+    path = tmp_path / "dev" / "entries.db"
+    record(EntryStore(path), 30)
+    agent = agent_for(path, broker.port)
+    try:
+        wait_until(lambda: agent.state["last_error"] == "no collector subscribed at the broker; resending",
+                   what="unrouted noticed")
+        assert unsynced(path) == 30
+        collector = InProcessCollector(hub_url, broker.port)
+        wait_until(lambda: unsynced(path) == 0, what="synced once a collector listens")
+        wait_until(lambda: len(hub_rows(hub_url)) == 30, what="hub rows")
+        assert agent.state["last_error"] is None
+        collector.close()
+    finally:
+        agent.stop()
+
+
 def test_retained_status_and_offline_will(tmp_path, broker):
     path = tmp_path / "dev" / "entries.db"
     EntryStore(path)
