@@ -356,11 +356,15 @@ def test_password_from_systemd_credentials_and_a_wrong_password(tmp_path, hub_ur
         assert "connection refused" in bad.state["last_error"]
     finally:
         bad.stop()
+    (credentials / "collector-password").write_text("c")
+    collector = InProcessCollector(hub_url, broker.port, username="hub-collector", password_file="collector-password")
     good = agent_for(path, broker.port, device="devP", password_file="mqtt-password")
     try:
         wait_until(lambda: unsynced(path) == 0, what="synced with the right password")
+        wait_until(lambda: len(hub_rows(hub_url)) == 20, what="hub rows")
     finally:
         good.stop()
+        collector.close()
         broker.stop()
 
 
