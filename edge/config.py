@@ -55,6 +55,8 @@ class OpenCVSource(_Model):
     width: int | None = Field(None, ge=160, le=4096)
     height: int | None = Field(None, ge=120, le=4096)
     fps: float | None = Field(None, gt=0, le=240)
+    stall_s: float = Field(5.0, gt=0, le=600, description="No frame for this long: reopen, and stop the "
+                           "watchdog pings until frames come again.")
 
 
 class LinesSource(_Model):
@@ -84,6 +86,7 @@ DEFAULT_OUTCOMES: dict[str, dict[Reason, Outcome]] = {
                  Reason.NOT_YET_VALID: _A, Reason.REPEATED: _R, Reason.MALFORMED: _D},
     "record": {reason: _A for reason in Reason},
 }
+Policy3 = Literal["deny", "review", "ignore"]
 OutcomeName = Literal["allow", "deny", "review"]
 OverridableReason = Literal["listed", "not-listed", "deny-listed", "expired", "not-yet-valid", "repeated", "malformed"]
 
@@ -95,17 +98,36 @@ class DecisionSettings(_Model):
                                  description="An allowed code shown again within this time is 'repeated'; 0 disables.")
     outcomes: dict[OverridableReason, OutcomeName] = Field(default_factory=dict,
                                                            description="Overrides of the mode's outcome per reason.")
+    list_max_age_h: float | None = Field(None, gt=0, le=24 * 3650,
+                                         description="A list not updated for longer is stale; none: never stale.")
+    list_max_age_h_for: dict[str, float] = Field(default_factory=dict, description="Per-list maximum ages.")
+    stale_lists: Literal["keep", "review", "deny"] = Field(
+        "keep", description="What an allow becomes while a consulted list is stale ('keep': still allow).")
+
+    def max_age_ms(self, name: str) -> float | None:
+        hours = self.list_max_age_h_for.get(name, self.list_max_age_h)
+        return None if hours is None else hours * 3_600_000
 
     def outcome(self, reason: Reason) -> Outcome:
         if reason is Reason.STORE_FAILURE:
             return Outcome.DENY  # an entry that cannot be recorded never opens the gate
+        if reason is Reason.LIST_STALE:
+            return Outcome(self.stale_lists) if self.stale_lists != "keep" else Outcome.ALLOW
         override = self.outcomes.get(reason.value)
         return Outcome(override) if override else DEFAULT_OUTCOMES[self.mode][reason]
 
 
+class ClockSettings(_Model):
+    require_sync: bool = Field(False, description="Count a clock no time source disciplines as untrusted.")
+    untrusted_windows: Policy3 = Field("review", description="What a decision resting on a list entry's "
+                                       "validity window becomes while the clock is untrusted.")
+
+
 class StoreSettings(_Model):
     dir: str = Field("/var/lib/checkpoint", min_length=1, description="Holds entries.db and lists.db.")
-    retention_days: int = Field(90, ge=1, le=3650)
+    retention_days: int = Field(90, ge=1, le=3650, description="Entries older are purged (once synced).")
+    disk_warn_mb: int = Field(200, ge=0, le=10_000_000, description="Warn when less is free.")
+    disk_warn_percent: float = Field(10.0, ge=0, le=90, description="Warn when a smaller share is free.")
     retry_s: float = Field(5.0, gt=0, le=3600, description="How often a failed store is retried.")
 
     @property
@@ -183,6 +205,7 @@ class Settings(_Model):
     outputs: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")], OutputSettings] = Field(default_factory=dict)
     signals: dict[OutcomeName, dict[str, Pulse]] = Field(default_factory=dict)
     sync: SyncSettings = Field(default_factory=SyncSettings)
+    clock: ClockSettings = Field(default_factory=ClockSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @model_validator(mode="after")

@@ -13,8 +13,11 @@ from drivers.outputs import Output, OutputError, open_output
 from drivers.sources import Source, SourceError, open_source
 
 from .clock import boot_id, wall_ms
+from .clocktrust import ClockTrust
 from .config import ConfigError, Settings, load_settings
 from .debounce import Debouncer
+from .health import disk, problems
+from .notify import Notifier
 from .decode import make_decoder
 from .lists import ListStore
 from .pipeline import Pipeline
@@ -85,6 +88,7 @@ class Parts:
     pipeline: Pipeline
     agent: object = None  # sync.agent.SyncAgent when [sync] is enabled
     snapshot: dict = field(default_factory=dict)  # for the sync agent's status, refreshed by the daemon
+    problems: list[str] = field(default_factory=list)
 
 
 def software_version() -> str:
@@ -96,17 +100,27 @@ def software_version() -> str:
 
 def take_snapshot(parts: Parts) -> dict:
     """The daemon's state for the hub, computed on the pipeline's thread (which owns these objects)."""
+    decision, now = parts.settings.decision, wall_ms()
     try:
-        lists = {info.name: info.version for info in parts.lists.infos()}
-    except (sqlite3.Error, AttributeError) as exc:
-        lists = {"error": str(exc)}
+        infos = parts.lists.infos()
+    except (sqlite3.Error, AttributeError):
+        infos = []
+    ages = {i.name: {"version": i.version, "age_h": round((now - i.imported_ms) / 3_600_000, 2),
+                     "max_age_h": decision.list_max_age_h_for.get(i.name, decision.list_max_age_h)}
+            for i in infos if not decision.lists or i.name in decision.lists}
+    trusted = parts.pipeline.clock.trusted()
+    stale = [name for name, a in ages.items() if trusted and a["max_age_h"] is not None and a["age_h"] > a["max_age_h"]]
     source, store = parts.source, parts.store
     return {
-        "versions": {"software": software_version(), "config": parts.settings.version, "lists": lists},
-        "mode": parts.settings.decision.mode,
+        "versions": {"software": software_version(), "config": parts.settings.version,
+                     "lists": {i.name: i.version for i in infos}},
+        "mode": decision.mode,
         "source": {"name": source.name, "state": source.stats.state, "delivered": source.stats.delivered,
                    "dropped": source.stats.dropped} if source else None,
-        "store": {"healthy": store.healthy, "error": store.error, "held": len(store.backlog)} if store else None,
+        "store": {"healthy": store.healthy, "error": store.error, "held": len(store.backlog),
+                  "disk": disk(parts.settings.store.entries_path.parent)} if store else None,
+        "clock": {"state": parts.pipeline.clock.state, "trusted": trusted, "wall_ms": now},
+        "lists": ages, "stale_lists": stale, "problems": parts.problems,
         "scans": parts.pipeline.scans, "boot_id": boot_id(),
     }
 
@@ -131,7 +145,8 @@ def build(settings: Settings, old: Parts | None = None, on_scan=None) -> Parts:
             old.store.close()
             old.lists.close()
             old.store = old.lists = None
-        store = EntryStore(settings.store.entries_path, retry_s=settings.store.retry_s)
+        # At start (no old parts) the database is checked, and a corrupt one set aside.
+        store = EntryStore(settings.store.entries_path, retry_s=settings.store.retry_s, check=old is None)
         lists = open_lists(settings.store.lists_path)
     if keep(old and old.signaller, "outputs", "signals"):
         signaller = old.signaller
@@ -155,9 +170,11 @@ def build(settings: Settings, old: Parts | None = None, on_scan=None) -> Parts:
     decoder = make_decoder(settings.decoder.type)
     pipeline = Pipeline(
         source=source, decoder=decoder, debouncer=Debouncer(settings.decoder.debounce_ms * 1_000_000),
-        policy=Policy(settings.decision, lists, store.last_allowed), store=store, signaller=signaller,
-        device_id=settings.device.id, config_version=settings.version,
-        max_payload_bytes=settings.decoder.max_payload_bytes, log_codes=settings.log.codes, on_scan=on_scan)
+        policy=Policy(settings.decision, lists, store.last_allowed, settings.clock.untrusted_windows),
+        store=store, signaller=signaller, device_id=settings.device.id, config_version=settings.version,
+        max_payload_bytes=settings.decoder.max_payload_bytes, log_codes=settings.log.codes, on_scan=on_scan,
+        clock=old.pipeline.clock if old is not None and keep(store, "clock") else
+        ClockTrust(newest_entry_ms=store.newest_wall_ms(), require_sync=settings.clock.require_sync))
     parts = Parts(settings, source, signaller, store, lists, pipeline)
     parts.snapshot = take_snapshot(parts)
     if old is not None and old.agent is not None:
@@ -197,8 +214,12 @@ class Daemon:
         self.config_path = Path(config_path)
         self.on_scan = on_scan
         self.parts = build(settings, on_scan=on_scan)
+        self.notifier = Notifier()
         self._stop = False
         self._reload = False
+        self._blocking: list[str] = []
+        self._degraded: list[str] = []
+        self._last_ping = 0.0
 
     def request_stop(self, *_args) -> None:
         self._stop = True
@@ -223,15 +244,52 @@ class Daemon:
 
     def purge(self) -> None:
         days = self.parts.settings.store.retention_days
-        removed = self.parts.store.purge(wall_ms() - days * 86_400_000)
+        removed = self.parts.store.purge(wall_ms() - days * 86_400_000,
+                                         synced_only=self.parts.settings.sync.enabled)
         if removed:
             log.info("purged %d entries older than %d days", removed, days)
+
+    def health(self, force: bool = False) -> None:
+        """Refresh the snapshot and the problems; log each change of state once, at its level."""
+        parts = self.parts
+        parts.snapshot = take_snapshot(parts)
+        blocking, degraded = problems(parts)
+        for problem in blocking:
+            if problem not in self._blocking:
+                log.error("UNHEALTHY: %s; watchdog pings withheld", problem)
+        for problem in degraded:
+            if problem not in self._degraded:
+                log.warning("degraded: %s", problem)
+        if (self._blocking or self._degraded) and not (blocking or degraded):
+            log.info("healthy again")
+        if force or blocking != self._blocking or degraded != self._degraded:
+            parts.problems = blocking + degraded
+            parts.snapshot["problems"] = parts.problems
+            self._blocking, self._degraded = blocking, degraded
+            self.notifier.status(self._status_line())
+
+    def ping(self) -> None:
+        """WATCHDOG=1, a few times per watchdog period, only while nothing blocks the pipeline."""
+        period = self.notifier.watchdog_s
+        if not period or self._blocking:
+            return
+        now = time.monotonic()
+        if now - self._last_ping >= period / 3:
+            self._last_ping = now
+            self.notifier.watchdog()
+
+    def _status_line(self) -> str:
+        parts = self.parts
+        state = "; ".join(parts.problems) if parts.problems else "healthy"
+        return f"{parts.pipeline.scans} scans, {parts.source.name}, clock {parts.pipeline.clock.state}: {state}"
 
     def run(self) -> int:
         settings = self.parts.settings
         log.info("checkpoint running: device=%s source=%s mode=%s config=%s", settings.device.id,
                  self.parts.source.name, settings.decision.mode, settings.version)
         self.purge()
+        self.health(force=True)
+        self.notifier.ready(self._status_line())
         next_purge = time.monotonic() + PURGE_EVERY_S
         next_retry = time.monotonic() + RETRY_EVERY_S
         try:
@@ -246,12 +304,14 @@ class Daemon:
                 now = time.monotonic()
                 if now >= next_retry:
                     self.parts.store.retry()
-                    self.parts.snapshot = take_snapshot(self.parts)
+                    self.health()
                     next_retry = now + RETRY_EVERY_S
+                self.ping()
                 if now >= next_purge:
                     self.purge()
                     next_purge = now + PURGE_EVERY_S
         finally:
+            self.notifier.stopping()
             stats, pipeline = self.parts.source.stats, self.parts.pipeline
             close(self.parts)
         log.info("checkpoint stopped: %d frames decoded, %d stale frames dropped, %d scans",

@@ -20,6 +20,8 @@ class Reason(str, enum.Enum):
     REPEATED = "repeated"
     MALFORMED = "malformed"
     STORE_FAILURE = "store-failure"
+    CLOCK_UNTRUSTED = "clock-untrusted"  # a validity window cannot be judged: the wall clock is not trusted
+    LIST_STALE = "list-stale"            # a consulted list is older than its configured maximum age
 
 
 @dataclass(frozen=True, slots=True)

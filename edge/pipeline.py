@@ -10,6 +10,7 @@ from typing import Callable
 from drivers.sources import Frame, Source
 
 from .clock import boot_id, mono_ns, wall_ms
+from .clocktrust import ClockTrust
 from .debounce import Debouncer
 from .decode import Decoder
 from .model import Code, Decision, Outcome, Reason
@@ -35,13 +36,14 @@ class Scan:
 class Pipeline:
     def __init__(self, *, source: Source, decoder: Decoder, debouncer: Debouncer, policy: Policy,
                  store: EntryStore, signaller: Signaller, device_id: str, config_version: str | None,
-                 max_payload_bytes: int, log_codes: bool = False,
+                 max_payload_bytes: int, log_codes: bool = False, clock: ClockTrust | None = None,
                  on_scan: Callable[[Scan], None] | None = None):
         self.source, self.decoder, self.debouncer = source, decoder, debouncer
         self.policy, self.store, self.signaller = policy, store, signaller
         self.device_id, self.config_version = device_id, config_version
         self.max_payload_bytes, self.log_codes = max_payload_bytes, log_codes
         self.on_scan = on_scan
+        self.clock = clock or ClockTrust()
         self.frames = 0
         self.scans = 0
 
@@ -60,14 +62,16 @@ class Pipeline:
     def handle(self, code: Code, arrived_ns: int) -> Scan:
         text, malformed = examine(code, self.max_payload_bytes)
         now_ms, now_ns = wall_ms(), mono_ns()
+        clock = self.clock.check(now_ms, now_ns)
         try:
-            decision = self.policy.decide(text, malformed=malformed, now_ms=now_ms, now_mono_ns=now_ns)
+            decision = self.policy.decide(text, malformed=malformed, now_ms=now_ms, now_mono_ns=now_ns,
+                                          clock_trusted=self.clock.trusted(clock))
         except sqlite3.Error as exc:
             log.error("LISTS UNREADABLE (%s): deciding store-failure", exc)
             decision = Decision(Outcome.DENY, Reason.STORE_FAILURE)
         entry = Entry(Entry.new_id(), self.device_id, now_ms, now_ns, boot_id(), self.source.name, text,
                       decision.outcome.value, decision.reason.value, decision.list_name, decision.list_version,
-                      self.config_version)
+                      self.config_version, clock)
         committed = decision.reason is not Reason.STORE_FAILURE and self.store.record(entry)
         if not committed:
             # Durability before signal: what cannot be recorded does not open the gate.

@@ -1,12 +1,13 @@
 """The decision: a scanned code, the cached lists and the recent entries give allow, deny or review."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 from .clock import boot_id
 from .config import DecisionSettings
 from .lists import ListStore, Match
-from .model import Decision, Reason
+from .model import Decision, Outcome, Reason
 
 LastAllowed = Callable[[str], "tuple[int, int, str] | None"]
 
@@ -23,22 +24,50 @@ def _list_reason(matches: list[Match], now_ms: int) -> tuple[Reason, Match | Non
     return Reason.NOT_LISTED, None
 
 
+def _windowless(match: Match) -> Match:
+    return dataclasses.replace(match, valid_from=None, valid_until=None)
+
+
 class Policy:
-    def __init__(self, settings: DecisionSettings, lists: ListStore, last_allowed: LastAllowed):
+    def __init__(self, settings: DecisionSettings, lists: ListStore, last_allowed: LastAllowed,
+                 untrusted_windows: str = "review"):
         self.settings = settings
         self.lists = lists
         self.last_allowed = last_allowed
+        self.untrusted_windows = untrusted_windows
 
-    def decide(self, code: str, *, malformed: bool, now_ms: int, now_mono_ns: int) -> Decision:
+    def decide(self, code: str, *, malformed: bool, now_ms: int, now_mono_ns: int,
+               clock_trusted: bool = True) -> Decision:
         if malformed:
             return Decision(self.settings.outcome(Reason.MALFORMED), Reason.MALFORMED)
-        reason, match = _list_reason(self.lists.lookup(code, self.settings.lists), now_ms)
+        matches = self.lists.lookup(code, self.settings.lists)
+        if clock_trusted:
+            reason, match = _list_reason(matches, now_ms)
+        else:
+            # Windows cannot be judged by a clock that is not believed: decide as if every entry were in
+            # force, then let the configured policy speak where a window would have mattered.
+            reason, match = _list_reason([_windowless(m) for m in matches], now_ms)
+            match = next((m for m in matches if match and m.list_name == match.list_name), match)
         outcome = self.settings.outcome(reason)
-        if outcome.value == "allow" and self._repeated(code, now_ms, now_mono_ns):
+        if outcome is Outcome.ALLOW and not clock_trusted and self.untrusted_windows != "ignore" \
+                and match is not None and (match.valid_from is not None or match.valid_until is not None):
+            reason, outcome = Reason.CLOCK_UNTRUSTED, Outcome(self.untrusted_windows)
+        if outcome is Outcome.ALLOW and self._repeated(code, now_ms, now_mono_ns):
             reason, outcome = Reason.REPEATED, self.settings.outcome(Reason.REPEATED)
+        if outcome is Outcome.ALLOW and clock_trusted and self.stale_lists(now_ms):
+            reason, outcome = Reason.LIST_STALE, self.settings.outcome(Reason.LIST_STALE)
         if match is None:
             return Decision(outcome, reason)
         return Decision(outcome, reason, match.list_name, match.list_version, match.label)
+
+    def stale_lists(self, now_ms: int) -> list[str]:
+        """Consulted lists older than their maximum age (only while a stale list changes decisions)."""
+        if self.settings.stale_lists == "keep":
+            return []
+        return [info.name for info in self.lists.infos()
+                if (not self.settings.lists or info.name in self.settings.lists)
+                and (limit := self.settings.max_age_ms(info.name)) is not None
+                and now_ms - info.imported_ms > limit]
 
     def _repeated(self, code: str, now_ms: int, now_mono_ns: int) -> bool:
         window = self.settings.repeat_window_s

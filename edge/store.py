@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS entries (
     list_name TEXT,
     list_version INTEGER,
     config_version TEXT,
-    synced_ms INTEGER);
+    synced_ms INTEGER,
+    clock TEXT NOT NULL DEFAULT 'ok');  -- the wall clock's trust state when the entry was made
 CREATE INDEX IF NOT EXISTS entries_code ON entries (code, seq);
 CREATE INDEX IF NOT EXISTS entries_wall ON entries (wall_ms);
 CREATE INDEX IF NOT EXISTS entries_outbox ON entries (seq) WHERE synced_ms IS NULL;
@@ -62,6 +63,7 @@ class Entry:
     list_name: str | None
     list_version: int | None
     config_version: str | None
+    clock: str = "ok"
 
     @staticmethod
     def new_id() -> str:
@@ -71,6 +73,13 @@ class Entry:
 _COLUMNS = ", ".join(f.name for f in fields(Entry))
 _INSERT = f"INSERT INTO entries ({_COLUMNS}) VALUES ({', '.join('?' * len(fields(Entry)))})"
 _INSERT_IGNORE = _INSERT.replace("INSERT", "INSERT OR IGNORE", 1)  # a saved file replayed twice adds nothing
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Columns added since a database was created."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
+    if "clock" not in columns:
+        conn.execute("ALTER TABLE entries ADD COLUMN clock TEXT NOT NULL DEFAULT 'ok'")
 
 
 def _last_allowed(conn: sqlite3.Connection, code: str) -> tuple[int, int, str] | None:
@@ -94,7 +103,8 @@ def describe(exc: BaseException) -> str:
 
 
 class EntryStore:
-    def __init__(self, path: str | Path, *, retry_s: float = 5.0):
+    def __init__(self, path: str | Path, *, retry_s: float = 5.0, check: bool = False):
+        """check: run PRAGMA quick_check first and set a corrupt file aside (the daemon does, at start)."""
         self.path = Path(path)
         self.retry_s = retry_s
         self.conn: sqlite3.Connection | None = None
@@ -102,7 +112,39 @@ class EntryStore:
         self.backlog: deque[Entry] = deque()
         self.dropped = 0
         self._next_try = 0.0
-        self._open()
+        seed = self._set_aside_if_corrupt() if check else None
+        if self._open() and seed:
+            with self.conn:
+                self.conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('entries', ?)", (seed,))
+
+    def _set_aside_if_corrupt(self) -> int | None:
+        """Move a corrupt database (and its WAL) aside, loudly; the highest seq it still shows, if any,
+        so the new file's sequence numbers carry on rather than start again at 1."""
+        if not self.path.exists():
+            return None
+        problem = highest = None
+        try:
+            conn = sqlite3.connect(self.path)
+            try:
+                problem = conn.execute("PRAGMA quick_check").fetchone()[0]
+                if problem == "ok":
+                    return None
+                highest = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'entries'").fetchone()[0]
+            finally:
+                conn.close()
+        except (sqlite3.Error, TypeError) as exc:
+            problem = problem or str(exc)
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{self.path}{suffix}")
+            if source.exists():
+                source.rename(f"{aside}{suffix}")
+        log.critical("ENTRY DATABASE %s IS CORRUPT (%s): moved aside to %s and a new one started%s",
+                     self.path, problem, aside,
+                     f"; sequence numbers carry on after {highest}" if highest else
+                     "; its sequence numbers could not be read, so they start again at 1")
+        return highest
 
     # -- health ------------------------------------------------------------------------------------
     @property
@@ -113,6 +155,7 @@ class EntryStore:
         try:
             conn = connect(self.path)
             conn.executescript(SCHEMA)
+            _migrate(conn)
         except (sqlite3.Error, OSError) as exc:
             self._failed(exc)
             return False
@@ -225,12 +268,14 @@ class EntryStore:
                          BACKLOG_LIMIT, self.dropped)
         self.backlog.append(entry)
 
-    def purge(self, older_than_ms: int) -> int:
+    def purge(self, older_than_ms: int, *, synced_only: bool = False) -> int:
+        """Delete old entries; with synced_only (sync enabled) never one the hub has not acknowledged."""
         if self.conn is None:
             return 0
+        sql = "DELETE FROM entries WHERE wall_ms < ?" + (" AND synced_ms IS NOT NULL" if synced_only else "")
         try:
             with self.conn:
-                return self.conn.execute("DELETE FROM entries WHERE wall_ms < ?", (older_than_ms,)).rowcount
+                return self.conn.execute(sql, (older_than_ms,)).rowcount
         except sqlite3.Error as exc:
             self._failed(exc)
             return 0
@@ -244,6 +289,15 @@ class EntryStore:
             return _last_allowed(self.conn, code)
         except sqlite3.Error as exc:
             self._failed(exc)
+            return None
+
+    def newest_wall_ms(self) -> int | None:
+        """The newest entry's wall time: a clock earlier than that is not to be believed."""
+        if self.conn is None:
+            return None
+        try:
+            return self.conn.execute("SELECT max(wall_ms) FROM entries").fetchone()[0]
+        except sqlite3.Error:
             return None
 
     def close(self) -> None:

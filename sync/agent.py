@@ -28,7 +28,7 @@ from .mqtt import connect_properties, make_client
 log = logging.getLogger("checkpoint.sync")
 
 _OUTBOX = ("SELECT id, seq, wall_ms, mono_ns, boot_id, source, code, decision, reason, list_name, list_version, "
-           "config_version FROM entries WHERE synced_ms IS NULL AND seq > ? ORDER BY seq LIMIT ?")
+           "config_version, clock FROM entries WHERE synced_ms IS NULL AND seq > ? ORDER BY seq LIMIT ?")
 
 
 NO_MATCHING_SUBSCRIBERS = 0x10

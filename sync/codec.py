@@ -20,6 +20,7 @@ The body is a sequence of unsigned LEB128 varints (`uv`), zigzag-signed varints 
          str  code
          uv   list name (0 none, else index + 1), list version (0 none, else version + 1)
          uv   config version (0 none, else index + 1)
+         uv   clock state (string table index: ok, unsynchronised, jumped-back, ...)
 
 Repeated strings cost one byte each; ids are the only incompressible part. A 12-digit code's entry
 comes to about 30 bytes on the wire.
@@ -55,6 +56,7 @@ class WireEntry:
     list_name: str | None
     list_version: int | None
     config_version: str | None
+    clock: str = "ok"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +118,7 @@ def encode_body(device_id: str, sent_ms: int, entries) -> bytes:
         _uv(rows, 0 if e.list_name is None else index(e.list_name) + 1)
         _uv(rows, 0 if e.list_version is None else e.list_version + 1)
         _uv(rows, 0 if e.config_version is None else index(e.config_version) + 1)
+        _uv(rows, index(e.clock))
     head = bytearray()
     _str(head, device_id)
     _uv(head, sent_ms)
@@ -214,7 +217,7 @@ def decode_batch(message: bytes) -> Batch:
         entries.append(WireEntry(
             entry_id, seq, wall, mono, boot, source, code, decision, reason,
             text(list_index - 1) if list_index else None, list_version - 1 if list_version else None,
-            text(config_index - 1) if config_index else None))
+            text(config_index - 1) if config_index else None, text(r.uv())))
     if r.pos != len(body):
         raise BatchError(f"{len(body) - r.pos} bytes after the last entry")
     return Batch(device_id, sent_ms, entries)

@@ -12,14 +12,14 @@ from typing import Iterator
 from .codec import Batch
 
 COLUMNS = ("id", "device_id", "seq", "wall_ms", "mono_ns", "boot_id", "source", "code", "decision", "reason",
-           "list_name", "list_version", "config_version", "sent_ms", "received_ms", "clock_offset_ms")
+           "list_name", "list_version", "config_version", "clock", "sent_ms", "received_ms", "clock_offset_ms")
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS hub_entries (
         id TEXT PRIMARY KEY, device_id TEXT NOT NULL, seq BIGINT NOT NULL, wall_ms BIGINT NOT NULL,
         mono_ns BIGINT NOT NULL, boot_id TEXT NOT NULL, source TEXT NOT NULL, code TEXT NOT NULL,
         decision TEXT NOT NULL, reason TEXT NOT NULL, list_name TEXT, list_version BIGINT, config_version TEXT,
-        sent_ms BIGINT NOT NULL, received_ms BIGINT NOT NULL, clock_offset_ms BIGINT NOT NULL)""",
+        clock TEXT NOT NULL, sent_ms BIGINT NOT NULL, received_ms BIGINT NOT NULL, clock_offset_ms BIGINT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS hub_entries_device_seq ON hub_entries (device_id, seq)",
     "CREATE INDEX IF NOT EXISTS hub_entries_wall ON hub_entries (wall_ms)",
     """CREATE TABLE IF NOT EXISTS hub_devices (
@@ -68,7 +68,8 @@ class HubDB:
         sequence number before this batch, 0 for a new device)."""
         offset = received_ms - batch.sent_ms
         rows = [(e.id, batch.device_id, e.seq, e.wall_ms, e.mono_ns, e.boot_id, e.source, e.code, e.decision,
-                 e.reason, e.list_name, e.list_version, e.config_version, batch.sent_ms, received_ms, offset)
+                 e.reason, e.list_name, e.list_version, e.config_version, e.clock, batch.sent_ms, received_ms,
+                 offset)
                 for e in batch.entries]
         inserted = 0
         greatest = "GREATEST" if self.pg else "MAX"

@@ -104,9 +104,9 @@ def cli(capsys):
     return run
 
 
-def checkpoint_process(*args, **kw) -> subprocess.Popen:
+def checkpoint_process(*args, env: dict | None = None, **kw) -> subprocess.Popen:
     """The real `checkpoint` command in a child process (for the daemon and its signals)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "edge.cli", *map(str, args)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 

@@ -7,6 +7,7 @@ import os
 import random
 import signal
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 
@@ -209,23 +210,79 @@ def test_sigkill_right_after_decisions_loses_no_signalled_entry(tmp_path, make_c
     assert signalled >= 3
 
 
-def test_corrupt_database_at_start_denies_loudly_and_keeps_running(tmp_path, make_config, fifo):
+def test_corrupt_database_at_start_is_set_aside_loudly_and_a_new_one_started(tmp_path, make_config, fifo):
     config = make_config(LINES.format(path=fifo), mode="record")
     state = tmp_path / "state"
     (state / "entries.db").write_bytes(b"definitely not sqlite " * 500)
     proc = checkpoint_process("run", "--config", config)
     try:
         write_fifo(fifo, b"someone\n")
-        wait_for(lambda: any(e["on"] and e["output"] == "red" for e in output_events(state)))
-        time.sleep(0.3)
+        wait_for(lambda: any(e["on"] and e["output"] == "green" for e in output_events(state)))
         assert proc.poll() is None
-        assert not any(e["on"] and e["output"] in ("green", "relay") for e in output_events(state))
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0
-    assert "ENTRY STORE FAILURE" in err and "corrupt or not a SQLite database" in err
-    assert "DENY   store-failure" in err
+    assert "ENTRY DATABASE" in err and "IS CORRUPT" in err and "moved aside" in err
+    [aside] = state.glob("entries.db.corrupt-*")
+    assert aside.read_bytes().startswith(b"definitely not sqlite")
+    assert [e["code"] for e in entries(config)] == ["someone"]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 4 MiB filesystem (tmpfs) that the test can fill up."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True,
+                            text=True)
+    if result.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs for the disk-full test (run the tests as root): {result.stderr}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def fill(folder: Path) -> Path:
+    filler = folder / "filler"
+    with open(filler, "wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_disk_full_while_running_denies_warns_and_recovers(tmp_path, make_config, fifo, small_disk):
+    config = make_config(LINES.format(path=fifo), mode="record")
+    config.write_text(config.read_text().replace(f'dir = "{tmp_path / "state"}"', f'dir = "{small_disk}"')
+                      .replace("retry_s = 0.2", "retry_s = 0.2\ndisk_warn_mb = 3"))
+    config.write_text(config.read_text().replace(f'{tmp_path / "state"}/outputs.jsonl', str(tmp_path / "outputs.jsonl")))
+    events = lambda: [json.loads(line) for line in (tmp_path / "outputs.jsonl").read_text().splitlines()] \
+        if (tmp_path / "outputs.jsonl").exists() else []
+    proc = checkpoint_process("run", "--config", config)
+    try:
+        write_fifo(fifo, b"before\n")
+        wait_for(lambda: any(e["on"] and e["output"] == "relay" for e in events()))
+        filler = fill(small_disk)
+        write_fifo(fifo, b"during\n")
+        wait_for(lambda: any(e["on"] and e["output"] == "red" for e in events()))
+        assert [e for e in events() if e["on"] and e["output"] == "relay"] and \
+            len([e for e in events() if e["on"] and e["output"] == "relay"]) == 1  # the gate stayed shut
+        time.sleep(1.5)  # the health check sees the disk
+        filler.unlink()
+        time.sleep(1.0)  # the store retries and writes what it held
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert "ENTRY STORE FAILURE" in err and "full" in err and "DENY   store-failure" in err
+    assert "degraded: disk nearly full" in err
+    db = sqlite3.connect(small_disk / "entries.db")
+    assert db.execute("SELECT code, decision, reason FROM entries ORDER BY seq").fetchall() == [
+        ("before", "allow", "not-listed"), ("during", "deny", "store-failure")]
 
 
 def test_missing_replay_folder_fails_with_a_message(tmp_path, make_config):

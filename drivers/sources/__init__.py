@@ -19,7 +19,7 @@ def open_source(settings, *, max_line: int) -> Source:
                            fps=settings.fps, loop=settings.loop)
     if kind == "opencv":
         reader = CaptureReader(settings.device, width=settings.width, height=settings.height, fps=settings.fps)
-        return FrameSource(reader, name=f"opencv:{settings.device}", live=reader.is_camera)
+        return FrameSource(reader, name=f"opencv:{settings.device}", live=reader.is_camera, stall_s=settings.stall_s)
     if kind == "lines":
         return LinesSource(settings.path, max_line=max_line, follow_fifo=settings.follow_fifo,
                            name=f"lines:{settings.path}")

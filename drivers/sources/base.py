@@ -34,6 +34,7 @@ class SourceStats:
     delivered: int = 0
     dropped: int = 0
     state: str = "starting"
+    last_ns: int = 0  # monotonic time of the newest item
     extra: dict = field(default_factory=dict)
 
 
@@ -59,6 +60,10 @@ class Source(ABC):
     def close(self) -> None:
         """Release the device; must return promptly and may be called twice."""
 
+    def problem(self, now_ns: int) -> str | None:
+        """Why this source is not healthy now, or None. A scanner waiting for the next traveller is healthy."""
+        return None if self.stats.state in ("ok", "finished") else f"source {self.name} is {self.stats.state}"
+
 
 class LatestSlot:
     """Holds only the newest frame. A frame replaced before anyone took it is dropped and counted:
@@ -75,6 +80,7 @@ class LatestSlot:
             if self._frame is not None:
                 self._stats.dropped += 1
             self._frame = frame
+            self._stats.last_ns = frame.t_ns
             self._cond.notify()
 
     def close(self) -> None:

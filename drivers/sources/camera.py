@@ -23,16 +23,18 @@ class FrameSource(Source):
     """
 
     def __init__(self, reader: CaptureReader | ImageFilesReader, *, name: str, fps: float = 0.0,
-                 loop: bool = False, live: bool = False, max_backoff_s: float = 30.0):
+                 loop: bool = False, live: bool = False, max_backoff_s: float = 30.0, stall_s: float = 5.0):
         super().__init__()
         self.reader, self.name, self.fps, self.loop, self.live = reader, name, fps, loop, live
         self.max_backoff_s = max_backoff_s
+        self.stall_ns = int(stall_s * 1e9)
         self._slot = LatestSlot(self.stats)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._index = 0
 
     def start(self) -> None:
+        self._started_ns = mono_ns()
         try:
             self.reader.open()
         except SourceError:
@@ -70,7 +72,14 @@ class FrameSource(Source):
             self.finished = True
             return None
         self.stats.delivered += 1
-        return self._frame(image)
+        frame = self._frame(image)
+        self.stats.last_ns = frame.t_ns
+        return frame
+
+    def problem(self, now_ns: int) -> str | None:
+        if self.live and self.stats.state == "ok" and now_ns - max(self.stats.last_ns, self._started_ns) > self.stall_ns:
+            return f"camera {self.name} delivered no frame for {(now_ns - self.stats.last_ns) / 1e9:.0f} s"
+        return super().problem(now_ns)
 
     def _run(self) -> None:
         try:

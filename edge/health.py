@@ -1,0 +1,46 @@
+"""What is wrong with the appliance right now, said in words an administrator can act on.
+
+`blocking` problems stop the systemd watchdog pings (a live source that delivers nothing, a database
+that takes no entry): systemd then restarts the daemon. The others are degraded states, warned about.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .clock import mono_ns
+
+
+def disk(path: Path) -> dict:
+    try:
+        usage = shutil.disk_usage(path)
+    except OSError as exc:
+        return {"error": str(exc)}
+    return {"free_mb": usage.free // 2**20, "total_mb": usage.total // 2**20,
+            "free_percent": round(100 * usage.free / usage.total, 1) if usage.total else 0.0}
+
+
+def problems(parts) -> tuple[list[str], list[str]]:
+    """(blocking problems, degraded states) of a running pipeline."""
+    blocking, degraded = [], []
+    now = mono_ns()
+    if parts.source is not None and (problem := parts.source.problem(now)):
+        blocking.append(problem)
+    store = parts.store
+    if store is not None and not store.healthy:
+        blocking.append(f"entry store failing: {store.error}")
+    settings = parts.settings
+    space = disk(settings.store.entries_path.parent)
+    if "error" not in space and (space["free_mb"] < settings.store.disk_warn_mb
+                                 or space["free_percent"] < settings.store.disk_warn_percent):
+        degraded.append(f"disk nearly full: {space['free_mb']} MiB ({space['free_percent']} %) free")
+    clock = parts.pipeline.clock
+    if not clock.trusted():
+        degraded.append(f"wall clock not trusted ({clock.state})")
+    stale = parts.snapshot.get("stale_lists") or []
+    if stale:
+        degraded.append(f"stale lists: {', '.join(stale)} (policy {settings.decision.stale_lists})")
+    agent = parts.agent
+    if agent is not None and agent.state.get("last_error"):
+        degraded.append(f"sync: {agent.state['last_error']}")
+    return blocking, degraded
