@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CONFIG ?= config/demo.toml
 PYTEST_ARGS ?=
 
-.PHONY: run test bench deps deps-test demo-images clean
+.PHONY: run test bench deps deps-test demo-images install uninstall clean
 
 run: $(VENV)/.installed
 ifeq ($(CONFIG),config/demo.toml)
@@ -45,6 +45,12 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.created
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test,hub]'
 	touch $@
+
+install:
+	scripts/install
+
+uninstall:
+	scripts/install --uninstall $(if $(PURGE),--purge)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -124,6 +124,7 @@ def cmd_status(args) -> int:
     except StoreError as exc:
         status["store"]["health"] = str(exc)
     status["sync"] = _sync_state(settings)
+    status["daemon"] = _daemon_state(settings)
     try:
         lists = ListStore(settings.store.lists_path, readonly=True)
         status["lists"] = [{"name": i.name, "version": i.version, "entries": i.count,
@@ -143,6 +144,24 @@ def cmd_status(args) -> int:
     last = status.get("last_scan")
     _out(f"last scan     {last['time']} {last['decision']} ({last['reason']}) from {last['source']}"
          if last else "last scan     none")
+    daemon = status["daemon"]
+    if daemon is None:
+        _out("daemon        not running (no status.json)")
+    else:
+        clock, space = daemon.get("clock") or {}, (daemon.get("store") or {}).get("disk") or {}
+        source = daemon.get("source") or {}
+        _out(f"daemon        {daemon.get('state', '?')} (pid {daemon.get('pid')}, status {daemon['age_s']:.0f} s old); "
+             f"{daemon.get('scans', 0)} scans this run")
+        _out(f"source        {source.get('name')}: {source.get('state')} ({source.get('delivered')} delivered, "
+             f"{source.get('dropped')} dropped)")
+        _out(f"clock         {clock.get('state')} ({'trusted' if clock.get('trusted') else 'NOT trusted'})")
+        _out(f"disk          {space.get('free_mb')} MiB free ({space.get('free_percent')} %)")
+        for name, info in (daemon.get("lists") or {}).items():
+            limit = f" of max {info['max_age_h']} h" if info.get("max_age_h") is not None else ""
+            stale = " STALE" if name in (daemon.get("stale_lists") or []) else ""
+            _out(f"list age      {name}: {info['age_h']:.1f} h{limit}{stale}")
+        for problem in daemon.get("problems") or []:
+            _out(f"problem       {problem}")
     sync = status["sync"]
     if sync is None:
         _out("sync          off")
@@ -213,6 +232,17 @@ def _lists(settings: Settings, readonly: bool = False) -> ListStore:
         return ListStore(path, readonly=readonly)
     except sqlite3.Error as exc:
         raise Failure(f"lists database {path}: {exc}") from None
+
+
+def _daemon_state(settings: Settings) -> dict | None:
+    """What the running daemon last wrote to status.json: source, clock, list ages, disk, problems."""
+    path = settings.store.entries_path.parent / "status.json"
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    state["age_s"] = (wall_ms() - state.get("written_ms", 0)) / 1000
+    return state
 
 
 def _sync_state(settings: Settings) -> dict | None:

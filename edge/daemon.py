@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sqlite3
 import time
@@ -23,11 +24,13 @@ from .lists import ListStore
 from .pipeline import Pipeline
 from .policy import Policy
 from .signals import Signaller
+from .statefile import write_json
 from .store import EntryStore
 
 log = logging.getLogger("checkpoint.daemon")
 
 PURGE_EVERY_S = 3600.0
+STATUS_EVERY_S = 30.0  # status.json: on every change, else this often (an SD card wears)
 RETRY_EVERY_S = 1.0
 
 
@@ -121,7 +124,7 @@ def take_snapshot(parts: Parts) -> dict:
                   "disk": disk(parts.settings.store.entries_path.parent)} if store else None,
         "clock": {"state": parts.pipeline.clock.state, "trusted": trusted, "wall_ms": now},
         "lists": ages, "stale_lists": stale, "problems": parts.problems,
-        "scans": parts.pipeline.scans, "boot_id": boot_id(),
+        "scans": parts.pipeline.scans, "boot_id": boot_id(), "state": "running",
     }
 
 
@@ -220,6 +223,7 @@ class Daemon:
         self._blocking: list[str] = []
         self._degraded: list[str] = []
         self._last_ping = 0.0
+        self._status_written = 0.0
 
     def request_stop(self, *_args) -> None:
         self._stop = True
@@ -262,11 +266,20 @@ class Daemon:
                 log.warning("degraded: %s", problem)
         if (self._blocking or self._degraded) and not (blocking or degraded):
             log.info("healthy again")
-        if force or blocking != self._blocking or degraded != self._degraded:
-            parts.problems = blocking + degraded
-            parts.snapshot["problems"] = parts.problems
+        changed = force or blocking != self._blocking or degraded != self._degraded
+        parts.problems = blocking + degraded
+        parts.snapshot["problems"] = parts.problems
+        if changed:
             self._blocking, self._degraded = blocking, degraded
             self.notifier.status(self._status_line())
+        if changed or time.monotonic() - self._status_written > STATUS_EVERY_S:
+            self._write_status()
+
+    def _write_status(self) -> None:
+        """status.json beside the database, for `checkpoint status` (written, then renamed into place)."""
+        self._status_written = time.monotonic()
+        path = self.parts.settings.store.entries_path.parent / "status.json"
+        write_json(path, {**self.parts.snapshot, "pid": os.getpid(), "written_ms": wall_ms()})
 
     def ping(self) -> None:
         """WATCHDOG=1, a few times per watchdog period, only while nothing blocks the pipeline."""
@@ -312,6 +325,8 @@ class Daemon:
                     next_purge = now + PURGE_EVERY_S
         finally:
             self.notifier.stopping()
+            self.parts.snapshot.update(state="stopped", scans=self.parts.pipeline.scans)
+            self._write_status()
             stats, pipeline = self.parts.source.stats, self.parts.pipeline
             close(self.parts)
         log.info("checkpoint stopped: %d frames decoded, %d stale frames dropped, %d scans",
@@ -338,6 +353,20 @@ def run_daemon(config_path: str | Path) -> int:
     return daemon.run()
 
 
+class JournalFormatter(logging.Formatter):
+    """'<N>' before each line: journald reads it as the syslog priority (and adds its own timestamp)."""
+
+    PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = self.PRIORITY.get(record.levelno, 6)
+        return "\n".join(f"<{priority}>{line}" for line in super().format(record).splitlines())
+
+
 def configure_logging(level: str = "info") -> None:
-    logging.basicConfig(format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-                        level=getattr(logging, level.upper()), force=True)
+    handler = logging.StreamHandler()
+    if os.environ.get("JOURNAL_STREAM"):  # systemd connected stderr to the journal
+        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(handlers=[handler], level=getattr(logging, level.upper()), force=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import sqlite3
 import threading
@@ -20,6 +19,7 @@ from typing import Callable
 from edge.clock import iso_ms, wall_ms
 from edge.config import SyncSettings
 from edge.sqlite import connect
+from edge.statefile import write_json
 from edge.store import EntryReader, StoreError
 
 from .codec import WireEntry, encode_batch
@@ -243,9 +243,4 @@ class SyncAgent:
         data = {**(status or {}), "connection": self.state["connection"], "broker":
                 f"{self.settings.host}:{self.settings.port}", "written_ms": wall_ms()}
         data.pop("state", None)
-        tmp = self.state_path.with_suffix(".tmp")
-        try:
-            tmp.write_text(json.dumps(data, indent=2))
-            os.replace(tmp, self.state_path)
-        except OSError as exc:
-            log.warning("sync: cannot write %s: %s", self.state_path, exc)
+        write_json(self.state_path, data)
