@@ -65,7 +65,43 @@ class LinesSource(_Model):
     follow_fifo: bool = Field(True, description="Reopen a FIFO when its writer closes it.")
 
 
-SourceSettings = Annotated[Union[ReplaySource, OpenCVSource, LinesSource], Field(discriminator="type")]
+class PiCameraSource(_Model):
+    type: Literal["picamera2"]
+    camera: int = Field(0, ge=0, le=7)
+    width: int = Field(1280, ge=160, le=4608)
+    height: int = Field(720, ge=120, le=2592)
+    fps: float = Field(30.0, gt=0, le=120)
+    autofocus: Literal["continuous", "manual"] = "continuous"
+    lens_position: float | None = Field(None, ge=0, le=15, description="Dioptres, with autofocus = manual.")
+    exposure_value: float = Field(-1.0, ge=-8, le=8, description="Below 0 keeps bright phone screens readable.")
+    stall_s: float = Field(5.0, gt=0, le=600)
+
+
+class HidSource(_Model):
+    type: Literal["hid"]
+    device: str | None = Field(None, description="A stable path: /dev/input/by-id/... or /dev/input/checkpoint-scanner.")
+    name: str | None = Field(None, description="Or: part of the device's name.")
+    vendor: int | None = Field(None, ge=0, le=0xFFFF)
+    product: int | None = Field(None, ge=0, le=0xFFFF)
+    terminator: Literal["enter", "tab"] = "enter"
+    grab: bool = True
+
+    @model_validator(mode="after")
+    def _chosen(self) -> "HidSource":
+        if self.device is None and self.name is None and self.vendor is None:
+            raise ValueError("source: name the scanner by device, name or vendor (and product)")
+        return self
+
+
+class SerialSource(_Model):
+    type: Literal["serial"]
+    port: str = Field("/dev/checkpoint-scanner-serial", min_length=1)
+    baudrate: int = Field(9600, ge=300, le=4_000_000)
+    terminator: Literal["cr", "lf", "crlf", "tab"] = "crlf"
+
+
+SourceSettings = Annotated[Union[ReplaySource, OpenCVSource, LinesSource, PiCameraSource, HidSource, SerialSource],
+                           Field(discriminator="type")]
 
 
 class DecoderSettings(_Model):

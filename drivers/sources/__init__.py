@@ -1,4 +1,5 @@
-"""Sources by name: `replay`, `opencv`, `lines`."""
+"""Sources by name: `replay`, `opencv`, `picamera2`, `lines`, `hid`, `serial`. Hardware modules
+(picamera2, evdev, pyserial) are imported only by the source that needs them."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,6 +21,24 @@ def open_source(settings, *, max_line: int) -> Source:
     if kind == "opencv":
         reader = CaptureReader(settings.device, width=settings.width, height=settings.height, fps=settings.fps)
         return FrameSource(reader, name=f"opencv:{settings.device}", live=reader.is_camera, stall_s=settings.stall_s)
+    if kind == "picamera2":
+        from .picamera import PiCameraReader
+
+        reader = PiCameraReader(camera=settings.camera, width=settings.width, height=settings.height,
+                                fps=settings.fps, autofocus=settings.autofocus, lens_position=settings.lens_position,
+                                exposure_value=settings.exposure_value)
+        return FrameSource(reader, name=f"picamera2:{settings.camera}", live=True, stall_s=settings.stall_s)
+    if kind == "hid":
+        from .hid import HidScannerSource
+
+        return HidScannerSource(device=settings.device, name=settings.name, vendor=settings.vendor,
+                                product=settings.product, terminator=settings.terminator, grab=settings.grab,
+                                max_line=max_line)
+    if kind == "serial":
+        from .serialport import SerialScannerSource
+
+        return SerialScannerSource(settings.port, baudrate=settings.baudrate, terminator=settings.terminator,
+                                   max_line=max_line)
     if kind == "lines":
         return LinesSource(settings.path, max_line=max_line, follow_fifo=settings.follow_fifo,
                            name=f"lines:{settings.path}")

@@ -105,7 +105,11 @@ class FrameSource(Source):
     def _run_live(self) -> None:
         backoff = 0.5
         while not self._stop.is_set():
-            image = self.reader.read() if self.stats.state == "ok" else None
+            try:
+                image = self.reader.read() if self.stats.state == "ok" else None
+            except SourceError as exc:
+                log.warning("camera %s: %s", self.name, exc)
+                image = None
             if image is not None:
                 backoff = 0.5
                 self._slot.put(self._frame(image))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+from abc import abstractmethod
 import re
 import select
 import stat
@@ -27,15 +28,16 @@ class LineSplitter:
     Blank lines (the LF of a CR LF pair, a stray Enter) are not scans.
     """
 
-    def __init__(self, max_line: int):
+    def __init__(self, max_line: int, terminators: bytes = b"\r\n"):
         self.max_line = max_line
+        self._terminator = re.compile(b"[" + re.escape(terminators) + b"]")
         self._buf = bytearray()
         self._discarding = False
 
     def feed(self, data: bytes) -> list[bytes]:
         lines = []
         start = 0
-        for end in _terminators(data):
+        for end in (match.start() for match in self._terminator.finditer(data)):
             self._take(data[start:end])
             lines.append(bytes(self._buf))
             self._buf.clear()
@@ -57,20 +59,62 @@ class LineSplitter:
             self._discarding = True
 
 
-_TERMINATOR = re.compile(rb"[\r\n]")
+class TextSource(Source):
+    """A source of text scans read by a thread of its own: whole lines, queued, never dropped (each one
+    is a traveller). A subclass's _run() reads; emit() hands lines over; finish() ends a finite source."""
 
-
-def _terminators(data: bytes):
-    return (match.start() for match in _TERMINATOR.finditer(data))
-
-
-class LinesSource(Source):
-    def __init__(self, path: str, *, max_line: int, follow_fifo: bool = True, name: str = "lines"):
+    def __init__(self, *, max_line: int, name: str):
         super().__init__()
-        self.path, self.max_line, self.follow_fifo, self.name = path, max_line, follow_fifo, name
+        self.max_line, self.name = max_line, name
         self._queue: queue.Queue[TextScan | None] = queue.Queue(maxsize=10_000)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def _start_thread(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"source-{self.name}", daemon=True)
+        self._thread.start()
+
+    @abstractmethod
+    def _run(self) -> None:
+        """Read until stopped, handing whole lines to emit()."""
+
+    def emit(self, lines: list[bytes]) -> None:
+        for line in lines:
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(TextScan(line, mono_ns()), timeout=0.2)
+                    self.stats.last_ns = mono_ns()
+                    break
+                except queue.Full:
+                    continue
+
+    def finish(self) -> None:
+        self._queue.put(None)
+
+    def get(self, timeout: float) -> TextScan | None:
+        if self.finished:
+            return None
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if item is None:
+            self.finished = True
+            self.stats.state = "finished"
+            return None
+        self.stats.delivered += 1
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2)
+
+
+class LinesSource(TextSource):
+    def __init__(self, path: str, *, max_line: int, follow_fifo: bool = True, name: str = "lines"):
+        super().__init__(max_line=max_line, name=name)
+        self.path, self.follow_fifo = path, follow_fifo
         self._fd: int | None = None
 
     def _open(self) -> int:
@@ -89,8 +133,7 @@ class LinesSource(Source):
     def start(self) -> None:
         self._fd = self._open()
         self.stats.state = "ok"
-        self._thread = threading.Thread(target=self._run, name=f"source-{self.name}", daemon=True)
-        self._thread.start()
+        self._start_thread()
 
     def _run(self) -> None:
         splitter = LineSplitter(self.max_line)
@@ -108,39 +151,14 @@ class LinesSource(Source):
                     self.stats.state = "error"
                     break
                 if not data:
-                    self._emit(splitter.flush())
+                    self.emit(splitter.flush())
                     break
-                self._emit(splitter.feed(data))
+                self.emit(splitter.feed(data))
         finally:
-            self._queue.put(None)  # end marker
-
-    def _emit(self, lines: list[bytes]) -> None:
-        for line in lines:
-            while not self._stop.is_set():
-                try:
-                    self._queue.put(TextScan(line, mono_ns()), timeout=0.2)
-                    break
-                except queue.Full:
-                    continue
-
-    def get(self, timeout: float) -> TextScan | None:
-        if self.finished:
-            return None
-        try:
-            item = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if item is None:
-            self.finished = True
-            self.stats.state = "finished"
-            return None
-        self.stats.delivered += 1
-        return item
+            self.finish()
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
+        super().close()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
