@@ -47,7 +47,7 @@ def backlog(path: Path, n: int) -> None:
                           "".join(rng.choice("0123456789") for _ in range(12)), "allow", "listed", "vaccinated",
                           12, "sha256:1a2b3c4d5e6f"))
     db.executemany("INSERT INTO entries (id, device_id, wall_ms, mono_ns, boot_id, source, code, decision, reason, "
-                   "list_name, list_version, config_version) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                   "list_name, list_version, config_version, clock) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                    [tuple(e.__getattribute__(f) for f in Entry.__slots__) for e in rows])
     db.commit()
     db.close()

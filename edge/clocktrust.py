@@ -74,7 +74,7 @@ class ClockTrust:
         else:
             state = "ok"
         if state != self.state:
-            level = logging.WARNING if state != "ok" else logging.INFO
+            level = logging.WARNING if state in UNTRUSTED else logging.INFO
             log.log(level, "clock state: %s (was %s)", state, self.state)
         self.state = state
         if state == "ok" or state == "unsynchronised":
