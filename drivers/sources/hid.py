@@ -73,10 +73,10 @@ class HidScannerSource(TextSource):
     def __init__(self, *, device: str | None = None, name: str | None = None, vendor: int | None = None,
                  product: int | None = None, terminator: str = "enter", grab: bool = True, max_line: int,
                  max_backoff_s: float = 10.0):
-        super().__init__(max_line=max_line, name=f"hid:{device or name or f'{vendor or 0:04x}:{product or 0:04x}'}")
+        super().__init__(max_line=max_line, max_backoff_s=max_backoff_s,
+                         name=f"hid:{device or name or f'{vendor or 0:04x}:{product or 0:04x}'}")
         self.match = (device, name, vendor, product)
         self.terminator, self.grab = terminator, grab
-        self.max_backoff_s = max_backoff_s
         self._evdev = None
         self._device = None
 
@@ -123,19 +123,12 @@ class HidScannerSource(TextSource):
 
     def _run(self) -> None:
         decoder = KeyDecoder(self._evdev.ecodes, self.terminator, self.max_line)
-        backoff = 0.5
         while not self._stop.is_set():
             if self._device is None:
-                if self._stop.wait(backoff):
-                    break
-                backoff = min(backoff * 2, self.max_backoff_s)
-                try:
-                    self._device = self._find()
-                except SourceError:
+                self._device = self.reconnect(self._find)
+                if self._device is None:
                     continue
-                log.info("scanner %s connected: %s", self.name, self._device.name)
-                self.stats.state, backoff = "ok", 0.5
-                decoder = KeyDecoder(self._evdev.ecodes, self.terminator, self.max_line)
+                decoder = KeyDecoder(self._evdev.ecodes, self.terminator, self.max_line)  # no half-typed scan
             try:
                 ready, _, _ = select.select([self._device.fd], [], [], 0.2)
                 if not ready:

@@ -63,9 +63,10 @@ class TextSource(Source):
     """A source of text scans read by a thread of its own: whole lines, queued, never dropped (each one
     is a traveller). A subclass's _run() reads; emit() hands lines over; finish() ends a finite source."""
 
-    def __init__(self, *, max_line: int, name: str):
+    def __init__(self, *, max_line: int, name: str, max_backoff_s: float = 10.0):
         super().__init__()
-        self.max_line, self.name = max_line, name
+        self.max_line, self.name, self.max_backoff_s = max_line, name, max_backoff_s
+        self._backoff = 0.5
         self._queue: queue.Queue[TextScan | None] = queue.Queue(maxsize=10_000)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -77,6 +78,20 @@ class TextSource(Source):
     @abstractmethod
     def _run(self) -> None:
         """Read until stopped, handing whole lines to emit()."""
+
+    def reconnect(self, connect):
+        """For a device that went away: wait the current backoff (doubling up to max_backoff_s), try
+        connect() once; the device, or None (not there yet, or stopping)."""
+        if self._stop.wait(self._backoff):
+            return None
+        self._backoff = min(self._backoff * 2, self.max_backoff_s)
+        try:
+            device = connect()
+        except SourceError:
+            return None
+        log.info("%s connected", self.name)
+        self.stats.state, self._backoff = "ok", 0.5
+        return device
 
     def emit(self, lines: list[bytes]) -> None:
         for line in lines:

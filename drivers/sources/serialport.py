@@ -18,10 +18,9 @@ TERMINATORS = {"cr": b"\r", "lf": b"\n", "crlf": b"\r\n", "tab": b"\t"}
 class SerialScannerSource(TextSource):
     def __init__(self, port: str, *, baudrate: int = 9600, terminator: str = "crlf", max_line: int,
                  max_backoff_s: float = 10.0):
-        super().__init__(max_line=max_line, name=f"serial:{port}")
+        super().__init__(max_line=max_line, name=f"serial:{port}", max_backoff_s=max_backoff_s)
         self.port, self.baudrate = port, baudrate
         self.terminators = TERMINATORS[terminator]
-        self.max_backoff_s = max_backoff_s
         self._serial = None
 
     def _open(self):
@@ -47,18 +46,11 @@ class SerialScannerSource(TextSource):
         import serial
 
         splitter = LineSplitter(self.max_line, self.terminators)
-        backoff = 0.5
         while not self._stop.is_set():
             if self._serial is None:
-                if self._stop.wait(backoff):
-                    break
-                backoff = min(backoff * 2, self.max_backoff_s)
-                try:
-                    self._serial = self._open()
-                except SourceError:
+                self._serial = self.reconnect(self._open)
+                if self._serial is None:
                     continue
-                log.info("serial scanner %s connected", self.port)
-                self.stats.state, backoff = "ok", 0.5
                 splitter = LineSplitter(self.max_line, self.terminators)  # a half line died with the cable
             try:
                 data = self._serial.read(max(1, self._serial.in_waiting or 1))
