@@ -15,7 +15,7 @@ from typing import IO, Iterator
 
 from .clock import parse_instant, wall_ms
 from .payload import has_bad_control, printable
-from .sqlite import connect
+from .sqlite import connect, transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS lists (
@@ -164,9 +164,7 @@ class ListStore:
         """Load or replace list `name` in one transaction; any bad row leaves the old list untouched."""
         check_name(name)
         rows = _Rows(name, fh, zone, max_code_bytes)
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.conn) as conn:
             conn.execute("DELETE FROM list_entries WHERE list = ?", (name,))
             try:
                 conn.executemany("INSERT INTO list_entries VALUES (?, ?, ?, ?, ?, ?)", rows)
@@ -178,16 +176,12 @@ class ListStore:
             conn.execute("INSERT OR REPLACE INTO lists VALUES (?, ?, ?, ?, ?, ?)",
                          (info.name, info.version, info.count, info.imported_ms, info.source, info.sha256))
             conn.execute("INSERT OR REPLACE INTO list_versions VALUES (?, ?)", (name, info.version))
-            conn.execute("COMMIT")
-            return info
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        return info
 
     def remove(self, name: str) -> bool:
-        with self.conn:
-            self.conn.execute("DELETE FROM list_entries WHERE list = ?", (name,))
-            return self.conn.execute("DELETE FROM lists WHERE name = ?", (name,)).rowcount > 0
+        with transaction(self.conn) as conn:
+            conn.execute("DELETE FROM list_entries WHERE list = ?", (name,))
+            return conn.execute("DELETE FROM lists WHERE name = ?", (name,)).rowcount > 0
 
     def infos(self) -> list[ListInfo]:
         try:

@@ -20,7 +20,7 @@ from typing import Iterator
 import sqlite_utils
 
 from .clock import iso_ms, wall_ms
-from .sqlite import connect
+from .sqlite import connect, transaction
 
 log = logging.getLogger("checkpoint.store")
 
@@ -114,8 +114,8 @@ class EntryStore:
         self._next_try = 0.0
         seed = self._set_aside_if_corrupt() if check else None
         if self._open() and seed:
-            with self.conn:
-                self.conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('entries', ?)", (seed,))
+            with transaction(self.conn) as conn:
+                conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('entries', ?)", (seed,))
 
     def _set_aside_if_corrupt(self) -> int | None:
         """Move a corrupt database (and its WAL) aside, loudly; the highest seq it still shows, if any,
@@ -249,15 +249,8 @@ class EntryStore:
         return True
 
     def _commit(self, entries: list[Entry], *, ignore_known: bool = False) -> None:
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.conn) as conn:
             conn.executemany(_INSERT_IGNORE if ignore_known else _INSERT, [astuple(e) for e in entries])
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     def hold(self, entry: Entry) -> None:
         """Keep an entry in memory until the database takes it (bounded; the oldest go first)."""
@@ -274,8 +267,8 @@ class EntryStore:
             return 0
         sql = "DELETE FROM entries WHERE wall_ms < ?" + (" AND synced_ms IS NOT NULL" if synced_only else "")
         try:
-            with self.conn:
-                return self.conn.execute(sql, (older_than_ms,)).rowcount
+            with transaction(self.conn) as conn:
+                return conn.execute(sql, (older_than_ms,)).rowcount
         except sqlite3.Error as exc:
             self._failed(exc)
             return 0
