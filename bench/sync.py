@@ -23,7 +23,7 @@ from pathlib import Path
 
 from edge.clock import boot_id, mono_ns, wall_ms
 from edge.config import SyncSettings
-from edge.store import Entry, EntryStore
+from edge.store import Entry, EntryReader, EntryStore
 from sync.agent import SyncAgent
 from sync.codec import WireEntry, decode_batch, encode_batch
 from sync.hubdb import HubDB
@@ -51,14 +51,6 @@ def backlog(path: Path, n: int) -> None:
                    [tuple(e.__getattribute__(f) for f in Entry.__slots__) for e in rows])
     db.commit()
     db.close()
-
-
-def unsynced(path: Path) -> int:
-    db = sqlite3.connect(path)
-    try:
-        return db.execute("SELECT count(*) FROM entries WHERE synced_ms IS NULL").fetchone()[0]
-    finally:
-        db.close()
 
 
 def naive(path: Path, port: int, n: int) -> tuple[float, float]:
@@ -104,7 +96,8 @@ def ours(path: Path, port: int, n: int, hub_url: str) -> tuple[float, float, flo
     agent = SyncAgent(settings, device_id="cp-bench-01", entries_path=path)
     started = time.perf_counter()
     agent.start()
-    while unsynced(path):
+    outbox = EntryReader(path)
+    while outbox.outbox()["depth"]:
         time.sleep(0.005)
     drained = time.perf_counter() - started
     while not check.devices() or check.devices()[0]["entries"] < n:

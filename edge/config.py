@@ -140,9 +140,11 @@ class DecisionSettings(_Model):
     stale_lists: Literal["keep", "review", "deny"] = Field(
         "keep", description="What an allow becomes while a consulted list is stale ('keep': still allow).")
 
-    def max_age_ms(self, name: str) -> float | None:
-        hours = self.list_max_age_h_for.get(name, self.list_max_age_h)
-        return None if hours is None else hours * 3_600_000
+    def max_age_h(self, name: str) -> float | None:
+        return self.list_max_age_h_for.get(name, self.list_max_age_h)
+
+    def consults(self, name: str) -> bool:
+        return not self.lists or name in self.lists
 
     def outcome(self, reason: Reason) -> Outcome:
         if reason is Reason.STORE_FAILURE:

@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from .notify import Notifier
 from .decode import make_decoder
 from .lists import ListStore
 from .pipeline import Pipeline
-from .policy import Policy
+from .policy import Policy, stale_lists
 from .signals import Signaller
 from .statefile import write_json
 from .store import EntryStore
@@ -94,6 +95,7 @@ class Parts:
     problems: list[str] = field(default_factory=list)
 
 
+@lru_cache(maxsize=1)
 def software_version() -> str:
     try:
         return metadata.version("checkpoint")
@@ -109,10 +111,9 @@ def take_snapshot(parts: Parts) -> dict:
     except (sqlite3.Error, AttributeError):
         infos = []
     ages = {i.name: {"version": i.version, "age_h": round((now - i.imported_ms) / 3_600_000, 2),
-                     "max_age_h": decision.list_max_age_h_for.get(i.name, decision.list_max_age_h)}
-            for i in infos if not decision.lists or i.name in decision.lists}
+                     "max_age_h": decision.max_age_h(i.name)} for i in infos if decision.consults(i.name)}
     trusted = parts.pipeline.clock.trusted()
-    stale = [name for name, a in ages.items() if trusted and a["max_age_h"] is not None and a["age_h"] > a["max_age_h"]]
+    stale = stale_lists(decision, infos, now) if trusted else []  # an untrusted clock cannot say
     source, store = parts.source, parts.store
     return {
         "versions": {"software": software_version(), "config": parts.settings.version,

@@ -21,7 +21,7 @@ def disk(path: Path) -> dict:
 
 
 def problems(parts) -> tuple[list[str], list[str]]:
-    """(blocking problems, degraded states) of a running pipeline."""
+    """(blocking problems, degraded states) of a running pipeline, with its fresh snapshot."""
     blocking, degraded = [], []
     now = mono_ns()
     if parts.source is not None and (problem := parts.source.problem(now)):
@@ -30,7 +30,7 @@ def problems(parts) -> tuple[list[str], list[str]]:
     if store is not None and not store.healthy:
         blocking.append(f"entry store failing: {store.error}")
     settings = parts.settings
-    space = disk(settings.store.entries_path.parent)
+    space = (parts.snapshot.get("store") or {}).get("disk") or {"error": "not measured"}
     if "error" not in space and (space["free_mb"] < settings.store.disk_warn_mb
                                  or space["free_percent"] < settings.store.disk_warn_percent):
         degraded.append(f"disk nearly full: {space['free_mb']} MiB ({space['free_percent']} %) free")

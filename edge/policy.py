@@ -24,6 +24,13 @@ def _list_reason(matches: list[Match], now_ms: int) -> tuple[Reason, Match | Non
     return Reason.NOT_LISTED, None
 
 
+def stale_lists(settings: DecisionSettings, infos, now_ms: int) -> list[str]:
+    """Names of the consulted lists not updated within their maximum age."""
+    return [info.name for info in infos if settings.consults(info.name)
+            and (hours := settings.max_age_h(info.name)) is not None
+            and now_ms - info.imported_ms > hours * 3_600_000]
+
+
 def _windowless(match: Match) -> Match:
     return dataclasses.replace(match, valid_from=None, valid_until=None)
 
@@ -61,13 +68,10 @@ class Policy:
         return Decision(outcome, reason, match.list_name, match.list_version, match.label)
 
     def stale_lists(self, now_ms: int) -> list[str]:
-        """Consulted lists older than their maximum age (only while a stale list changes decisions)."""
+        """Consulted lists older than their maximum age (only looked up while that changes decisions)."""
         if self.settings.stale_lists == "keep":
             return []
-        return [info.name for info in self.lists.infos()
-                if (not self.settings.lists or info.name in self.settings.lists)
-                and (limit := self.settings.max_age_ms(info.name)) is not None
-                and now_ms - info.imported_ms > limit]
+        return stale_lists(self.settings, self.lists.infos(), now_ms)
 
     def _repeated(self, code: str, now_ms: int, now_mono_ns: int) -> bool:
         window = self.settings.repeat_window_s

@@ -18,7 +18,7 @@ from typing import Callable
 
 from edge.clock import iso_ms, wall_ms
 from edge.config import SyncSettings
-from edge.sqlite import connect
+from edge.sqlite import connect, transaction
 from edge.statefile import write_json
 from edge.store import EntryReader, StoreError
 
@@ -67,6 +67,7 @@ class SyncAgent:
         self._pending_since: float | None = None
         self._refused_until = 0.0
         self._status_due = False
+        self._publish_error: str | None = None  # the last_error a later successful PUBACK clears
         self.state = {"connection": "starting", "last_sync_ms": None, "last_error": None, "synced": 0,
                       "refused": 0, "sent_batches": 0}
         self._db: sqlite3.Connection | None = None
@@ -90,11 +91,7 @@ class SyncAgent:
             log.warning("sync: disconnected (%s); entries wait in the outbox", reason_code)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties):
-        # 0x10 "No matching subscribers" is a success code, but nothing will ever carry that batch to the
-        # hub (Mosquitto answers it while a collector's shared subscription is not yet back after a
-        # restart): the entries are not synced, and go again shortly.
-        delivered = not reason_code.is_failure and reason_code.value != NO_MATCHING_SUBSCRIBERS
-        self._acks.put((mid, delivered, str(reason_code)))
+        self._acks.put((mid, reason_code.value, str(reason_code)))
         self._wake.set()
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -184,7 +181,7 @@ class SyncAgent:
         acked: list[tuple[int, int]] = []
         while True:
             try:
-                mid, ok, reason = self._acks.get_nowait()
+                mid, code, reason = self._acks.get_nowait()
             except queue.Empty:
                 break
             if mid in self._status_mids:
@@ -194,25 +191,29 @@ class SyncAgent:
             if batch is None:
                 continue
             first, last, count = batch
-            if ok:
+            # 0x10 "No matching subscribers" is a success code, but nothing will ever carry that batch to
+            # the hub (Mosquitto answers it while a collector's shared subscription is not yet back after a
+            # restart): the entries are not synced, and go again shortly.
+            unrouted = code == NO_MATCHING_SUBSCRIBERS
+            if code < 0x80 and not unrouted:
                 acked.append((first, last))
                 self.state["synced"] += count
             else:
                 # Refused (e.g. not authorised) or unrouted: the entries stay pending, offered again later.
-                unrouted = reason == "No matching subscribers"
                 self.state["refused"] += 0 if unrouted else count
                 self._note_error("no collector subscribed at the broker; resending" if unrouted
                                  else f"publish refused by the broker: {reason}")
+                self._publish_error = self.state["last_error"]
                 self._sent_upto = min(self._sent_upto, first - 1)
                 self._refused_until = time.monotonic() + (UNROUTED_RETRY_S if unrouted
                                                           else self.settings.retry_refused_s)
         if acked:
             now = wall_ms()
-            with self._db:
-                self._db.executemany("UPDATE entries SET synced_ms = ? WHERE seq BETWEEN ? AND ? "
+            with transaction(self._db) as db:  # every acknowledged batch marked in one commit
+                db.executemany("UPDATE entries SET synced_ms = ? WHERE seq BETWEEN ? AND ? "
                                      "AND synced_ms IS NULL", [(now, a, b) for a, b in acked])
             self.state["last_sync_ms"] = now
-            if self.state["last_error"] and self.state["last_error"].startswith(("publish refused", "no collector")):
+            if self.state["last_error"] is not None and self.state["last_error"] == self._publish_error:
                 self.state["last_error"] = None
 
     # -- status ------------------------------------------------------------------------------------

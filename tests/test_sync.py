@@ -19,7 +19,7 @@ import pytest
 
 from edge.clock import boot_id, mono_ns, wall_ms
 from edge.config import SyncSettings
-from edge.store import Entry, EntryStore
+from edge.store import Entry, EntryReader, EntryStore
 from sync.agent import SyncAgent
 from sync.codec import WireEntry, encode_batch
 from sync.collector import Collector
@@ -40,11 +40,11 @@ def record(store: EntryStore, n: int, device="dev1", prefix="c"):
 
 
 def unsynced(path: Path) -> int:
-    db = sqlite3.connect(path)
+    reader = EntryReader(path)
     try:
-        return db.execute("SELECT count(*) FROM entries WHERE synced_ms IS NULL").fetchone()[0]
+        return reader.outbox()["depth"]
     finally:
-        db.close()
+        reader.close()
 
 
 def device_ids(path: Path) -> list[str]:
