@@ -203,13 +203,15 @@ def cmd_list_show(args) -> int:
     if info is None:
         raise Failure(f"no list named {args.name!r}")
     if not args.entries:
+        hashed = f", codes hashed with key {info.hash_key}" if info.hash_key else ""
         _out(f"{info.name} v{info.version}: {info.count} entries, imported {iso_ms(info.imported_ms)} "
-             f"from {info.source}, sha256 {info.sha256}")
+             f"from {info.source}, sha256 {info.sha256}{hashed}")
         return 0
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(["code", "action", "label", "valid_from", "valid_until"])
     for code, deny, label, valid_from, valid_until in store.entries(args.name):
-        writer.writerow([code, "deny" if deny else "allow", label or "",
+        writer.writerow([code if isinstance(code, str) else "hmac:" + code.hex(), "deny" if deny else "allow",
+                         label or "",
                          iso_ms(valid_from) if valid_from is not None else "",
                          iso_ms(valid_until) if valid_until is not None else ""])
     return 0

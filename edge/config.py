@@ -31,6 +31,13 @@ class DeviceSettings(_Model):
                     pattern=r"^[A-Za-z0-9._-]+$", description="Device id, also the MQTT client id.")
     timezone: str = Field("UTC", description="Zone for dates in lists without an offset.")
 
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in ("all", "group"):
+            raise ValueError(f"device id {value!r} is reserved (it names fleet-wide topics)")
+        return value
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
@@ -228,13 +235,33 @@ class SyncSettings(_Model):
     retry_refused_s: float = Field(30.0, gt=0, le=3600, description="Wait before resending a refused batch.")
 
 
+class RemoteSettings(_Model):
+    """Configuration and lists pushed by administrators as signed bundles through the [sync] broker."""
+
+    enabled: bool = False
+    trusted_keys: list[Annotated[str, Field(pattern=r"^ed25519:[A-Za-z0-9+/]{43}=$")]] = Field(
+        default_factory=list, max_length=16, description="Administrators' Ed25519 public keys (several, to rotate).")
+    groups: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")]] = Field(
+        default_factory=list, max_length=32, description="Groups this device belongs to (group:NAME targets).")
+    hash_key_file: str | None = Field(None, description="File or systemd credential holding the key of "
+                                      "hashed lists (64 hex digits).")
+    chunk_window: int = Field(4, ge=1, le=64, description="List chunks requested at once.")
+    retry_s: float = Field(60.0, gt=0, le=86400, description="Ask again for list chunks that did not come.")
+
+    @model_validator(mode="after")
+    def _keys_when_enabled(self) -> "RemoteSettings":
+        if self.enabled and not self.trusted_keys:
+            raise ValueError("remote: enabled needs at least one key in trusted_keys")
+        return self
+
+
 class LogSettings(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     codes: bool = Field(False, description="Show scanned codes in the log (personal data); off shows a short hash.")
 
 
 class Settings(_Model):
-    version: str | None = Field(None, max_length=64, description="Config version recorded on every entry.")
+    version: str | None = Field(None, max_length=200, description="Config version recorded on every entry.")
     device: DeviceSettings = Field(default_factory=DeviceSettings)
     source: SourceSettings
     decoder: DecoderSettings = Field(default_factory=DecoderSettings)
@@ -244,10 +271,13 @@ class Settings(_Model):
     signals: dict[OutcomeName, dict[str, Pulse]] = Field(default_factory=dict)
     sync: SyncSettings = Field(default_factory=SyncSettings)
     clock: ClockSettings = Field(default_factory=ClockSettings)
+    remote: RemoteSettings = Field(default_factory=RemoteSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @model_validator(mode="after")
     def _signals_name_outputs(self) -> "Settings":
+        if self.remote.enabled and not self.sync.enabled:
+            raise ValueError("remote: enabled needs [sync] enabled (bundles come through the broker)")
         for outcome, pattern in self.signals.items():
             for name in pattern:
                 if name not in self.outputs:
@@ -290,8 +320,8 @@ def parse_settings(raw: dict[str, Any], origin: str = "config") -> Settings:
         raise ConfigError(f"{origin}: " + "; ".join(lines)) from None
 
 
-def load_settings(path: str | Path) -> Settings:
-    """Read, parse and validate a config file; the config version defaults to a hash of its bytes."""
+def read_config(path: str | Path) -> tuple[dict[str, Any], bytes]:
+    """A config file's TOML as a dict, and its bytes."""
     path = Path(path)
     try:
         with path.open("rb") as fh:
@@ -300,13 +330,90 @@ def load_settings(path: str | Path) -> Settings:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
+    return parse_toml(data, str(path)), data
+
+
+def parse_toml(data: bytes, origin: str) -> dict[str, Any]:
     try:
-        raw = tomllib.loads(data.decode("utf-8"))
+        return tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        raise ConfigError(f"{origin}: not UTF-8 text (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    settings = parse_settings(raw, str(path))
-    if settings.version is None:
-        settings = settings.model_copy(update={"version": "sha256:" + hashlib.sha256(data).hexdigest()[:12]})
-    return settings
+        raise ConfigError(f"{origin}: not valid TOML: {exc}") from None
+
+
+# What a pushed configuration may set. The device's identity, its store, its broker connection and the
+# keys it trusts stay in the local file: a bundle that could change them could cut the device off.
+REMOTE_SECTIONS = ("version", "source", "decoder", "decision", "outputs", "signals", "clock", "log")
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(
+            merged.get(key), dict) else value
+    return merged
+
+
+def apply_layers(raw: dict[str, Any], layers: list[dict]) -> dict[str, Any]:
+    """Layers (each {"target", "version", "merge", "settings"}), least specific first, over the local
+    file: 'override' merges table by table; 'full' replaces every pushable section."""
+    local_version = raw.get("version")
+    for layer in layers:
+        override = layer["settings"]
+        unknown = sorted(set(override) - set(REMOTE_SECTIONS))
+        if unknown:
+            raise ConfigError(f"{layer['target']} v{layer['version']}: a pushed config may not set "
+                              f"{', '.join(unknown)} (only {', '.join(REMOTE_SECTIONS)})")
+        if layer["merge"] == "full":
+            raw = {k: v for k, v in raw.items() if k not in REMOTE_SECTIONS} | override
+        else:
+            raw = _deep_merge(raw, override)
+    if layers:
+        base = raw.get("version", local_version)
+        raw = {**raw, "version": f"{base or 'local'}+" + "+".join(f"{l['target']}.{l['version']}" for l in layers)}
+    return raw
+
+
+def remote_layers(store_dir: str | Path) -> list[dict]:
+    """The accepted configuration layers, as the sync receiver saved them (remote.json in the store)."""
+    import json
+
+    path = Path(store_dir) / "remote.json"
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable: {exc}") from None
+    layers = state.get("config_layers", []) if isinstance(state, dict) else []
+    return layers if isinstance(layers, list) else []
+
+
+def settings_with_layers(raw: dict[str, Any], data: bytes, layers: list[dict], origin: str) -> Settings:
+    if raw.get("version") is None:
+        raw = {**raw, "version": "sha256:" + hashlib.sha256(data).hexdigest()[:12]}
+    merged = apply_layers(raw, layers)
+    return parse_settings(merged, origin + (" with pushed config " + ", ".join(
+        f"{l['target']} v{l['version']}" for l in layers) if layers else ""))
+
+
+def load_settings(path: str | Path, *, remote: bool = True) -> Settings:
+    """Read, parse and validate a config file, with the pushed configuration layers over it when
+    [remote] is enabled; the config version defaults to a hash of the file's bytes.
+
+    Pushed layers that no longer fit the local file (it was edited since) are left out, loudly: the
+    device runs on its local file rather than not at all."""
+    raw, data = read_config(path)
+    local = settings_with_layers(raw, data, [], str(path))
+    if not (remote and local.remote.enabled):
+        return local
+    try:
+        layers = remote_layers(local.store.dir)
+        return settings_with_layers(raw, data, layers, str(path)) if layers else local
+    except ConfigError as exc:
+        import logging
+
+        logging.getLogger("checkpoint.config").error("PUSHED CONFIG LEFT OUT: %s; running on %s alone",
+                                                     exc, path)
+        return local

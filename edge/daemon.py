@@ -53,10 +53,12 @@ class _UnreadableLists:
         pass
 
 
-def open_lists(path: Path):
+def open_lists(path: Path, hash_key_file: str | None = None):
+    from sync.remote import read_hash_key
+
     try:
-        return ListStore(path)
-    except sqlite3.Error as exc:
+        return ListStore(path, hash_keys=read_hash_key(hash_key_file))
+    except (sqlite3.Error, ValueError, OSError) as exc:
         log.error("LISTS UNREADABLE at %s: %s; every scan is denied until it is replaced", path, exc)
         return _UnreadableLists(path, exc)
 
@@ -129,7 +131,8 @@ def take_snapshot(parts: Parts) -> dict:
     }
 
 
-def build(settings: Settings, old: Parts | None = None, on_scan=None) -> Parts:
+def build(settings: Settings, old: Parts | None = None, on_scan=None, config_path: Path | None = None,
+          on_config=lambda: None) -> Parts:
     """Wire a pipeline; parts whose settings did not change are carried over from `old`.
 
     A part of `old` that had to be closed is set to None there, so a build that fails half-way can be
@@ -139,7 +142,7 @@ def build(settings: Settings, old: Parts | None = None, on_scan=None) -> Parts:
         return (old is not None and part is not None
                 and all(getattr(old.settings, key) == getattr(settings, key) for key in keys))
 
-    if old is not None and old.agent is not None and not keep(old.agent, "sync", "device", "store"):
+    if old is not None and old.agent is not None and not keep(old.agent, "sync", "device", "store", "remote"):
         old.agent.stop()
         old.agent = None
     if keep(old and old.store, "store"):
@@ -151,7 +154,7 @@ def build(settings: Settings, old: Parts | None = None, on_scan=None) -> Parts:
             old.store = old.lists = None
         # At start (no old parts) the database is checked, and a corrupt one set aside.
         store = EntryStore(settings.store.entries_path, retry_s=settings.store.retry_s, check=old is None)
-        lists = open_lists(settings.store.lists_path)
+        lists = open_lists(settings.store.lists_path, settings.remote.hash_key_file)
     if keep(old and old.signaller, "outputs", "signals"):
         signaller = old.signaller
     else:
@@ -185,19 +188,24 @@ def build(settings: Settings, old: Parts | None = None, on_scan=None) -> Parts:
         parts.agent = old.agent
         parts.agent.status_extra = lambda: parts.snapshot
     elif settings.sync.enabled:
-        parts.agent = start_agent(settings, parts)
+        parts.agent = start_agent(settings, parts, config_path, on_config)
     return parts
 
 
-def start_agent(settings: Settings, parts: Parts):
+def start_agent(settings: Settings, parts: Parts, config_path: Path | None, on_config):
     from sync.agent import SyncAgent
     from sync.mqtt import SyncConfigError
+    from sync.remote import Receiver
 
     try:
+        receiver = None
+        if settings.remote.enabled and config_path is not None:
+            receiver = Receiver(settings.remote, device_id=settings.device.id, prefix=settings.sync.topic_prefix,
+                                config_path=config_path, lists_path=settings.store.lists_path, on_config=on_config)
         agent = SyncAgent(settings.sync, device_id=settings.device.id, entries_path=settings.store.entries_path,
-                          status=lambda: parts.snapshot)
+                          status=lambda: parts.snapshot, receiver=receiver)
         agent.start()
-    except (SyncConfigError, OSError, sqlite3.Error) as exc:
+    except (SyncConfigError, OSError, ValueError, sqlite3.Error) as exc:
         # Scanning goes on without sync: entries wait in the outbox until the config is fixed.
         log.error("SYNC NOT STARTED: %s; entries stay in the outbox", exc)
         return None
@@ -217,7 +225,7 @@ class Daemon:
     def __init__(self, config_path: str | Path, settings: Settings, *, on_scan=None):
         self.config_path = Path(config_path)
         self.on_scan = on_scan
-        self.parts = build(settings, on_scan=on_scan)
+        self.parts = build(settings, on_scan=on_scan, config_path=self.config_path, on_config=self.request_reload)
         self.notifier = Notifier()
         self._stop = False
         self._reload = False
@@ -240,10 +248,12 @@ class Daemon:
             log.error("reload refused, keeping the running config: %s", exc)
             return
         try:
-            self.parts = build(settings, self.parts, on_scan=self.on_scan)
+            self.parts = build(settings, self.parts, on_scan=self.on_scan, config_path=self.config_path,
+                               on_config=self.request_reload)
         except StartError as exc:
             log.error("reload failed: %s; restarting with the previous config", exc)
-            self.parts = build(self.parts.settings, self.parts, on_scan=self.on_scan)
+            self.parts = build(self.parts.settings, self.parts, on_scan=self.on_scan, config_path=self.config_path,
+                               on_config=self.request_reload)
             return
         log.info("config reloaded (version %s)", settings.version)
 

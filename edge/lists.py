@@ -1,12 +1,18 @@
-"""Named allow/deny lists cached on the device, in their own SQLite file.
+"""Named allow/deny lists cached on the device: a catalog (lists.db) and one SQLite file per list version.
 
-Lists live apart from the entries so that replacing a large list never holds the entries' write lock:
-scanning keeps committing entries, and keeps reading the old list version until the new one commits.
+Lists live apart from the entries so that replacing a large list never holds the entries' write lock.
+A new version is built in a file of its own, away from the one scanning reads, and swapped in by one
+catalog commit; a delta changes the current file in one WAL transaction, which a reader sees whole or not
+at all. A list may hold its codes as keyed hashes (HMAC-SHA256 cut to 16 bytes): a scanned code is hashed
+with the same key before lookup, so the device never stores a readable list of ID numbers.
 """
 from __future__ import annotations
 
 import csv
 import hashlib
+import hmac
+import logging
+import os
 import re
 import sqlite3
 from dataclasses import dataclass
@@ -17,15 +23,23 @@ from .clock import parse_instant, wall_ms
 from .payload import has_bad_control, printable
 from .sqlite import connect, transaction
 
-SCHEMA = """
+log = logging.getLogger("checkpoint.lists")
+
+CATALOG = """
 CREATE TABLE IF NOT EXISTS lists (
     name TEXT PRIMARY KEY, version INTEGER NOT NULL, count INTEGER NOT NULL,
-    imported_ms INTEGER NOT NULL, source TEXT, sha256 TEXT NOT NULL);
+    imported_ms INTEGER NOT NULL, source TEXT, sha256 TEXT NOT NULL, file TEXT, hash_key TEXT);
 CREATE TABLE IF NOT EXISTS list_versions (name TEXT PRIMARY KEY, last_version INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS list_entries (
-    list TEXT NOT NULL, code TEXT NOT NULL, deny INTEGER NOT NULL, label TEXT,
-    valid_from INTEGER, valid_until INTEGER, PRIMARY KEY (list, code)) WITHOUT ROWID;
 """
+# One list version. Codes are TEXT, or 16-byte BLOBs in a hashed list. The version sits in the same file,
+# so a lookup reads it in the same snapshot as the entry it found.
+LIST_FILE = """
+CREATE TABLE meta (version INTEGER NOT NULL, hash_key TEXT);
+CREATE TABLE entries (code NOT NULL PRIMARY KEY, deny INTEGER NOT NULL, label TEXT,
+    valid_from INTEGER, valid_until INTEGER) WITHOUT ROWID;
+"""
+_LOOKUP = ("SELECT deny, label, valid_from, valid_until, (SELECT version FROM meta) FROM entries WHERE code = ?")
+HASH_BYTES = 16
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 COLUMNS = ("code", "action", "label", "valid_from", "valid_until")
@@ -63,6 +77,17 @@ class ListInfo:
     imported_ms: int
     source: str | None
     sha256: str
+    file: str | None = None
+    hash_key: str | None = None
+
+
+def key_id(key: bytes) -> str:
+    """The public name of a hashing key: lists and devices compare these, never the key."""
+    return hashlib.sha256(b"checkpoint list key\0" + key).hexdigest()[:16]
+
+
+def hash_code(key: bytes, code: str) -> bytes:
+    return hmac.digest(key, code.encode("utf-8"), "sha256")[:HASH_BYTES]
 
 
 def check_name(name: str) -> str:
@@ -137,7 +162,7 @@ class _Rows:
         if valid_from is not None and valid_until is not None and valid_until <= valid_from:
             raise self.fail("valid_until is not after valid_from")
         self.count += 1
-        return (self.name, code, action == "deny", label, valid_from, valid_until)
+        return (code, action == "deny", label, valid_from, valid_until)
 
     def _instant(self, row: dict[str, str], key: str, *, end_of_day: bool) -> int | None:
         text = (row.get(key) or "").strip()
@@ -149,39 +174,94 @@ class _Rows:
             raise self.fail(f"{key} is not an ISO 8601 date or date-time (got {printable(text[:40])!r})") from None
 
 
+Row = tuple  # (code: str | bytes, deny: bool, label, valid_from, valid_until)
+
+
+class ListFile:
+    """A new list version being built in its own file; nothing reads it until the catalog names it.
+
+    Rows go in with no journal and no fsync per statement (the file is not live yet); finish() makes it
+    a WAL database, checks it and syncs it to disk before anything may point at it.
+    """
+
+    def __init__(self, path: Path, version: int, hash_key: str | None):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode = OFF")
+        self.conn.execute("PRAGMA synchronous = OFF")
+        self.conn.executescript(LIST_FILE)
+        self.conn.execute("INSERT INTO meta VALUES (?, ?)", (version, hash_key))
+        self.conn.execute("BEGIN")
+        self.count = 0
+
+    def add(self, rows) -> None:
+        """Rows in ascending code order keep the B-tree pages full (about 29 bytes per hashed entry)."""
+        before = self.conn.total_changes
+        self.conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)", rows)
+        self.count += self.conn.total_changes - before
+
+    def finish(self) -> int:
+        self.conn.execute("COMMIT")
+        self.conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        self.conn.close()
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return self.count
+
+    def abandon(self) -> None:
+        self.conn.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _open_list(path: Path, readonly: bool) -> sqlite3.Connection:
+    conn = connect(path, readonly=readonly)
+    conn.execute("PRAGMA cache_size = -1024")  # 1 MiB per list: memory stays flat however long the list
+    return conn
+
+
 class ListStore:
-    def __init__(self, path: str | Path, *, readonly: bool = False):
+    """The catalog and the open list files. A reader notices another process's or thread's swap by the
+    catalog's data_version, at the cost of one PRAGMA per lookup."""
+
+    def __init__(self, path: str | Path, *, readonly: bool = False, hash_keys: dict[str, bytes] | None = None):
         self.path = Path(path)
+        self.dir = self.path.parent / "lists.d"
+        self.readonly = readonly
+        self.hash_keys = dict(hash_keys or {})
         self.conn = connect(self.path, readonly=readonly)
+        self._seen: tuple[int, int] | None = None
+        self._open: dict[str, tuple[ListInfo, sqlite3.Connection]] = {}
         if not readonly:
-            self.conn.executescript(SCHEMA)
+            self.conn.executescript(CATALOG)
+            self._migrate()
+            self._reconcile()
 
     def close(self) -> None:
+        for _, conn in self._open.values():
+            conn.close()
+        self._open.clear()
         self.conn.close()
 
-    def import_csv(self, name: str, fh: IO[bytes], *, zone: str, max_code_bytes: int,
-                   source: str | None = None) -> ListInfo:
-        """Load or replace list `name` in one transaction; any bad row leaves the old list untouched."""
-        check_name(name)
-        rows = _Rows(name, fh, zone, max_code_bytes)
-        with transaction(self.conn) as conn:
-            conn.execute("DELETE FROM list_entries WHERE list = ?", (name,))
-            try:
-                conn.executemany("INSERT INTO list_entries VALUES (?, ?, ?, ?, ?, ?)", rows)
-            except sqlite3.IntegrityError:
-                raise rows.fail("code appears earlier in the file") from None
-            last = conn.execute("SELECT last_version FROM list_versions WHERE name = ?", (name,)).fetchone()
-            info = ListInfo(name, (last[0] if last else 0) + 1, rows.count, wall_ms(), source,
-                            rows.digest.hexdigest())
-            conn.execute("INSERT OR REPLACE INTO lists VALUES (?, ?, ?, ?, ?, ?)",
-                         (info.name, info.version, info.count, info.imported_ms, info.source, info.sha256))
-            conn.execute("INSERT OR REPLACE INTO list_versions VALUES (?, ?)", (name, info.version))
-        return info
-
-    def remove(self, name: str) -> bool:
-        with transaction(self.conn) as conn:
-            conn.execute("DELETE FROM list_entries WHERE list = ?", (name,))
-            return conn.execute("DELETE FROM lists WHERE name = ?", (name,)).rowcount > 0
+    # -- reading ---------------------------------------------------------------------------------
+    def _current(self) -> dict[str, tuple[ListInfo, sqlite3.Connection]]:
+        # data_version moves with other connections' commits, total_changes with this one's.
+        version = (self.conn.execute("PRAGMA data_version").fetchone()[0], self.conn.total_changes)
+        if version != self._seen:
+            self._seen = version
+            infos = {i.name: i for i in self.infos()}
+            for name, (info, conn) in list(self._open.items()):
+                if infos.get(name) != info:
+                    conn.close()
+                    del self._open[name]
+            for name, info in infos.items():
+                if name not in self._open and info.file:
+                    self._open[name] = (info, _open_list(self.dir / info.file, readonly=True))
+        return self._open
 
     def infos(self) -> list[ListInfo]:
         try:
@@ -193,21 +273,188 @@ class ListStore:
         return [ListInfo(*row) for row in rows]
 
     def info(self, name: str) -> ListInfo | None:
-        return next((i for i in self.infos() if i.name == name), None)
+        row = self.conn.execute("SELECT * FROM lists WHERE name = ?", (name,)).fetchone() \
+            if self.infos() else None
+        return ListInfo(*row) if row else None
 
-    def entries(self, name: str) -> Iterator[tuple]:
-        yield from self.conn.execute(
-            "SELECT code, deny, label, valid_from, valid_until FROM list_entries WHERE list = ? ORDER BY code",
-            (name,))
+    def _key(self, info: ListInfo, code: str):
+        if info.hash_key is None:
+            return code
+        key = self.hash_keys.get(info.hash_key)
+        if key is None:
+            raise sqlite3.DatabaseError(f"list {info.name} is hashed with key {info.hash_key}, which this "
+                                        "device does not hold")
+        return hash_code(key, code)
 
     def lookup(self, code: str, names: list[str] | None = None) -> list[Match]:
-        """Every entry for `code` in the named lists (all lists when names is empty), in one snapshot."""
+        """Every entry for `code` in the named lists (all lists when names is empty)."""
+        matches = []
+        for name, (info, conn) in self._current().items():
+            if names and name not in names:
+                continue
+            row = conn.execute(_LOOKUP, (self._key(info, code),)).fetchone()
+            if row is not None:
+                matches.append(Match(name, row[4], bool(row[0]), row[1], row[2], row[3]))
+        return matches
+
+    def entries(self, name: str) -> Iterator[tuple]:
+        info = self.info(name)
+        if info is None or not info.file:
+            return
+        conn = _open_list(self.dir / info.file, readonly=True)
         try:
-            rows = self.conn.execute(
-                "SELECT l.name, l.version, e.deny, e.label, e.valid_from, e.valid_until "
-                "FROM lists l JOIN list_entries e ON e.list = l.name AND e.code = ?", (code,)).fetchall()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return []
+            yield from conn.execute("SELECT code, deny, label, valid_from, valid_until FROM entries ORDER BY code")
+        finally:
+            conn.close()
+
+    def has_key(self, key_id: str | None) -> bool:
+        return key_id is None or key_id in self.hash_keys
+
+    # -- writing ---------------------------------------------------------------------------------
+    def new_file(self, name: str, version: int, hash_key: str | None) -> ListFile:
+        check_name(name)
+        return ListFile(self.dir / f"{name}.{version}.db", version, hash_key)
+
+    def import_csv(self, name: str, fh: IO[bytes], *, zone: str, max_code_bytes: int,
+                   source: str | None = None, hash_key: bytes | None = None) -> ListInfo:
+        """Load or replace list `name`; any bad row leaves the old list untouched. With hash_key, codes are
+        stored as keyed hashes only (the hub prepares lists for devices this way)."""
+        check_name(name)
+        rows = _Rows(name, fh, zone, max_code_bytes)
+        version = self._last_version(name) + 1
+        hashed = key_id(hash_key) if hash_key else None
+        building = self.new_file(name, version, hashed)
+        try:
+            building.add(((hash_code(hash_key, r[0]), *r[1:]) for r in rows) if hash_key else rows)
+            count = building.finish()
+        except sqlite3.IntegrityError:
+            building.abandon()
+            raise rows.fail("code appears earlier in the file") from None
+        except BaseException:
+            building.abandon()
             raise
-        return [Match(*row[:2], bool(row[2]), *row[3:]) for row in rows if not names or row[0] in names]
+        return self.install(name, version, building.path, count=count, sha256=rows.digest.hexdigest(),
+                            source=source, hash_key=hashed)
+
+    def _last_version(self, name: str) -> int:
+        row = self.conn.execute("SELECT last_version FROM list_versions WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else 0
+
+    def install(self, name: str, version: int, path: Path, *, count: int, sha256: str, source: str | None,
+                hash_key: str | None) -> ListInfo:
+        """Swap a finished file in as the list's current version: one catalog commit; the old file goes."""
+        info = ListInfo(name, version, count, wall_ms(), source, sha256, path.name, hash_key)
+        with transaction(self.conn) as conn:
+            if version <= self._last_version(name):
+                raise ListError(f"list {name}: version {version} is not newer than {self._last_version(name)}")
+            old = conn.execute("SELECT file FROM lists WHERE name = ?", (name,)).fetchone()
+            conn.execute("INSERT OR REPLACE INTO lists VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (info.name, info.version, info.count, info.imported_ms, info.source, info.sha256,
+                          info.file, info.hash_key))
+            conn.execute("INSERT OR REPLACE INTO list_versions VALUES (?, ?)", (name, version))
+        if old and old[0] and old[0] != info.file:
+            self._delete_file(old[0])
+        return info
+
+    def apply_delta(self, name: str, *, base: int, version: int, upserts: list[Row], removals: list,
+                    count: int, sha256: str, source: str | None) -> ListInfo:
+        """Change version `base` of a list into `version` in place, in one transaction of its file.
+
+        `count` is the entry count the sender computed for the result: a mismatch shows the delta was made
+        against other contents than this device holds, and nothing is changed.
+        """
+        info = self.info(name)
+        if info is None or info.version != base or not info.file:
+            raise ListError(f"list {name}: delta applies to version {base}, this device holds "
+                            f"{info.version if info else 'none'}")
+        conn = _open_list(self.dir / info.file, readonly=False)
+        try:
+            with transaction(conn):
+                removed = 0
+                for start in range(0, len(removals), 500):
+                    part = removals[start:start + 500]
+                    removed += conn.execute(f"DELETE FROM entries WHERE code IN ({','.join('?' * len(part))})",
+                                            part).rowcount
+                existing = 0
+                codes = sorted(row[0] for row in upserts)
+                for start in range(0, len(codes), 500):
+                    part = codes[start:start + 500]
+                    existing += conn.execute(f"SELECT count(*) FROM entries WHERE code IN "
+                                             f"({','.join('?' * len(part))})", part).fetchone()[0]
+                conn.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?)", sorted(upserts))
+                result = info.count - removed + len(upserts) - existing
+                if result != count:
+                    raise ListError(f"list {name}: delta gives {result} entries, its sender expected {count}; "
+                                    "it was made against other contents")
+                conn.execute("UPDATE meta SET version = ?", (version,))
+        finally:
+            conn.close()
+        new = ListInfo(name, version, count, wall_ms(), source, sha256, info.file, info.hash_key)
+        with transaction(self.conn) as cat:
+            cat.execute("UPDATE lists SET version = ?, count = ?, imported_ms = ?, source = ?, sha256 = ? "
+                        "WHERE name = ?", (version, count, new.imported_ms, source, sha256, name))
+            cat.execute("INSERT OR REPLACE INTO list_versions VALUES (?, ?)", (name, version))
+        return new
+
+    def remove(self, name: str) -> bool:
+        with transaction(self.conn) as conn:
+            old = conn.execute("SELECT file FROM lists WHERE name = ?", (name,)).fetchone()
+            conn.execute("DELETE FROM lists WHERE name = ?", (name,))
+        if old and old[0]:
+            self._delete_file(old[0])
+        return old is not None
+
+    def _delete_file(self, file: str) -> None:
+        # A reader that still has it open keeps reading the old version until its next data_version check.
+        for suffix in ("", "-wal", "-shm"):
+            (self.dir / (file + suffix)).unlink(missing_ok=True)
+
+    # -- start-up repairs --------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        """Lists.db of version 0.1 held every list in one table: each list moves into a file of its own."""
+        columns = [row[1] for row in self.conn.execute("PRAGMA table_info(lists)")]
+        if "file" not in columns:
+            self.conn.execute("ALTER TABLE lists ADD COLUMN file TEXT")
+            self.conn.execute("ALTER TABLE lists ADD COLUMN hash_key TEXT")
+        if not self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'list_entries'").fetchone():
+            return
+        for info in self.infos():
+            if info.file:
+                continue
+            building = self.new_file(info.name, info.version, None)
+            building.add(self.conn.execute("SELECT code, deny, label, valid_from, valid_until FROM list_entries "
+                                           "WHERE list = ? ORDER BY code", (info.name,)))
+            building.finish()
+            with transaction(self.conn) as conn:
+                conn.execute("UPDATE lists SET file = ? WHERE name = ?", (building.path.name, info.name))
+            log.info("list %s moved into %s", info.name, building.path)
+        self.conn.execute("DROP TABLE list_entries")
+
+    def _reconcile(self) -> None:
+        """A power cut between a delta's commit in its file and the catalog's update leaves the catalog one
+        version behind: the file is right. Files no catalog row names (a build cut short) are removed."""
+        named = set()
+        for info in self.infos():
+            if not info.file:
+                continue
+            named.add(info.file)
+            try:
+                conn = _open_list(self.dir / info.file, readonly=False)
+                try:
+                    version = conn.execute("SELECT version FROM meta").fetchone()[0]
+                    if version != info.version:
+                        count = conn.execute("SELECT count(*) FROM entries").fetchone()[0]
+                        with transaction(self.conn) as cat:
+                            cat.execute("UPDATE lists SET version = ?, count = ? WHERE name = ?",
+                                        (version, count, info.name))
+                            cat.execute("INSERT OR REPLACE INTO list_versions VALUES (?, ?)", (info.name, version))
+                        log.warning("list %s: catalog said version %d, its file holds %d", info.name,
+                                    info.version, version)
+                finally:
+                    conn.close()
+            except sqlite3.Error as exc:
+                log.error("list %s: file %s unreadable: %s", info.name, info.file, exc)
+        if self.dir.is_dir():
+            for path in self.dir.glob("*.db"):
+                if path.name not in named:
+                    self._delete_file(path.name)

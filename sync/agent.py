@@ -41,7 +41,7 @@ def topics(prefix: str, device_id: str) -> tuple[str, str]:
 
 class SyncAgent:
     def __init__(self, settings: SyncSettings, *, device_id: str, entries_path: Path,
-                 status: Callable[[], dict] | None = None):
+                 status: Callable[[], dict] | None = None, receiver=None):
         self.settings = settings
         self.device_id = device_id
         self.entries_path = Path(entries_path)
@@ -56,6 +56,9 @@ class SyncAgent:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
+        self.receiver = receiver  # sync.remote.Receiver: pushed config and lists, on this same connection
+        if receiver is not None:
+            self.client.on_message = receiver.on_message
         self.connected = threading.Event()
         self._acks: queue.Queue[tuple[int, bool, str]] = queue.Queue()
         self._inflight: dict[int, tuple[int, int, int]] = {}  # mid -> (first seq, last seq, count)
@@ -83,6 +86,8 @@ class SyncAgent:
         log.info("sync: connected to %s:%d (session present: %s)", self.settings.host, self.settings.port,
                  flags.session_present)
         self._status_due = True  # published from the agent's thread, which owns the database connection
+        if self.receiver is not None:
+            self.receiver.on_connect(client)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self.connected.clear()
@@ -98,6 +103,8 @@ class SyncAgent:
     def start(self) -> None:
         self._db = connect(self.entries_path)
         self._reader = EntryReader(self.entries_path)
+        if self.receiver is not None:
+            self.receiver.start(self.client)
         s = self.settings
         self.client.connect_async(s.host, s.port, keepalive=s.keepalive_s, clean_start=False,
                                   properties=connect_properties(s.session_expiry_s))
@@ -114,6 +121,8 @@ class SyncAgent:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self.receiver is not None:
+            self.receiver.stop()
         self._handle_acks()
         self.state["connection"] = "stopping"
         if self.connected.is_set():
@@ -230,7 +239,8 @@ class SyncAgent:
         last = self.state["last_sync_ms"]
         return {"device": self.device_id, "state": "online", "sent_ms": wall_ms(), "outbox": outbox,
                 "last_sync": iso_ms(last) if last else None, "last_error": self.state["last_error"],
-                "synced": self.state["synced"], "refused": self.state["refused"], **self.status_extra()}
+                "synced": self.state["synced"], "refused": self.state["refused"], **self.status_extra(),
+                **({"remote": self.receiver.status()} if self.receiver is not None else {})}
 
     def _publish_status(self) -> None:
         status = self.status()

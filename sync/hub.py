@@ -1,15 +1,25 @@
-"""`checkpoint-hub`: the hub side. `collect` stores every device's entries; `entries`, `gaps` and
-`devices` read them back. Exit status: 0 done, 1 the work failed, 2 a wrong command line."""
+"""`checkpoint-hub`: the hub side. `collect` stores every device's entries, status and acknowledgements;
+`entries`, `gaps`, `devices`, `fleet` and `acks` read them back; `keygen`, `hashkey`, `config push` and
+`list push` sign and publish what devices should run with.
+Exit status: 0 done, 1 the work failed, 2 a wrong command line."""
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
+import os
 import signal
 import socket
 import sys
+from pathlib import Path
 
-from edge.clock import iso_ms, parse_since
+from edge.clock import iso_ms, parse_since, wall_ms
+from edge.config import ConfigError
 from edge.export import write_entries
+from edge.lists import ListError
+
+from . import admin
 
 from .collector import Collector
 from .hubdb import HubDB
@@ -77,15 +87,132 @@ def cmd_devices(args) -> int:
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="checkpoint-hub", description=__doc__.splitlines()[0])
-    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def cmd_keygen(args) -> int:
+    try:
+        public = admin.keygen(Path(args.out))
+    except FileExistsError:
+        raise ValueError(f"{args.out} exists; a signing key is never overwritten") from None
+    print(f"signing key written to {args.out} (keep it off the broker and the devices)")
+    print(f"devices trust it with, in [remote] trusted_keys:\n{public}")
+    return 0
 
-    def with_db(p):
-        p.add_argument("--db", default="hub.db", help="SQLite file (default hub.db) or postgresql://… URL")
-        return p
 
-    p = with_db(sub.add_parser("collect", help="store every device's entries from the broker"))
+def cmd_hashkey(args) -> int:
+    try:
+        ident = admin.hashkey(Path(args.out))
+    except FileExistsError:
+        raise ValueError(f"{args.out} exists; a hash key is never overwritten") from None
+    print(f"list hash key {ident} written to {args.out}; install it on each device as [remote] hash_key_file")
+    return 0
+
+
+def _publisher(args) -> admin.Publisher:
+    client = make_client(client_id=f"hub-admin-{socket.gethostname()}-{os.getpid()}", username=args.username,
+                         password_file=args.password_file, tls=args.tls, ca_file=args.ca_file,
+                         cert_file=args.cert_file, key_file=args.key_file)
+    try:
+        return admin.Publisher(client, args.host, args.port)
+    except OSError as exc:
+        raise SystemExit(f"checkpoint-hub: cannot reach the broker {args.host}:{args.port}: {exc}") from None
+
+
+def _expires_s(text: str) -> float:
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    try:
+        value = float(text[:-1]) * units[text[-1]]
+    except (KeyError, ValueError, IndexError):
+        raise ValueError(f"--expires {text!r}: a number with d, h, m or s, e.g. 90d") from None
+    if not 60 <= value <= 3650 * 86400:
+        raise ValueError("--expires must lie between 1 minute and 10 years")
+    return value
+
+
+def cmd_config_push(args) -> int:
+    target = admin.parse_target(args.to)
+    key = admin.read_private(args.key)
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{args.file}: {exc.strerror or exc}") from None
+    merge = "full" if args.full else "override"
+    if not args.no_check:
+        try:
+            admin.check_config(data, merge)
+        except ConfigError as exc:
+            raise ValueError(f"{exc}; nothing pushed") from None
+    db = _db(args)
+    version = args.version or db.next_version(target, "config")
+    message = admin.config_bundle(key, target, version, data, merge=merge, expires_s=_expires_s(args.expires))
+    publisher = _publisher(args)
+    try:
+        publisher.publish(admin.config_topic(args.topic_prefix, target), message)
+    finally:
+        publisher.close()
+    db.record_bundle(target, "config", "", version, wall_ms(), hashlib.sha256(message).hexdigest())
+    print(f"config v{version} for {target} published ({len(message)} bytes, {merge})")
+    return 0
+
+
+def cmd_list_push(args) -> int:
+    target = admin.parse_target(args.to)
+    key = admin.read_private(args.key)
+    hash_key = admin.read_hash_key(args.hash_key) if args.hash_key else None
+    lists = admin.HubLists(Path(args.state), target)
+    try:
+        push = lists.prepare(key, target, args.name, Path(args.file), hash_key=hash_key, zone=args.timezone,
+                             max_code_bytes=args.max_code_bytes, expires_s=_expires_s(args.expires))
+    except (OSError, ListError) as exc:
+        raise ValueError(f"list {args.name}: {args.file}: {getattr(exc, 'strerror', None) or exc}; nothing pushed") from None
+    publisher = _publisher(args)
+    try:
+        lists.publish(publisher, args.topic_prefix, target, push)
+    finally:
+        publisher.close()
+        lists.close()
+    db = _db(args)
+    db.record_bundle(target, "list", args.name, push.info.version, wall_ms(), push.info.sha256)
+    delta = f", delta from v{push.base} ({len(push.delta)} bytes)" if push.delta else ""
+    print(f"list {args.name} v{push.info.version} for {target}: {push.info.count} entries in "
+          f"{len(push.chunks)} chunks{delta}")
+    return 0
+
+
+def cmd_fleet(args) -> int:
+    rows = _db(args).fleet()
+    if args.json:
+        json.dump(rows, sys.stdout, indent=1)
+        print()
+        return 0
+    print("\t".join(("device", "state", "since", "last seen", "config", "lists", "outbox", "oldest unsynced",
+                     "clock offset ms", "source", "last rejected")))
+    for row in rows:
+        status = row["status"]
+        versions = status.get("versions") or {}
+        outbox = status.get("outbox") if isinstance(status.get("outbox"), dict) else {}
+        source = status.get("source") if isinstance(status.get("source"), dict) else {}
+        offset = (row["last_seen_ms"] - status["sent_ms"]) if isinstance(status.get("sent_ms"), int) \
+            and row["last_seen_ms"] else row["entries_clock_offset_ms"]
+        rejected = row["last_rejected"]
+        print("\t".join(str(v) for v in (
+            row["device"], row["state"], iso_ms(row["since_ms"]) if row["since_ms"] else "-",
+            iso_ms(row["last_seen_ms"]) if row["last_seen_ms"] else "-", versions.get("config", "-"),
+            ",".join(f"{n}:v{v}" for n, v in (versions.get("lists") or {}).items()) or "-",
+            outbox.get("depth", "-"), outbox.get("oldest_unsynced") or "-", offset if offset is not None else "-",
+            f"{source.get('name')}:{source.get('state')}" if source else "-",
+            f"{rejected['kind']} {rejected['name'] or rejected['target']} v{rejected['version']}: {rejected['reason']}"
+            if rejected else "-")))
+    return 0
+
+
+def cmd_acks(args) -> int:
+    for ack in _db(args).acks(args.device, args.limit):
+        print("\t".join(str(v) for v in (iso_ms(ack["received_ms"]), ack["device_id"], ack["kind"],
+                                         ack["name"] or ack["target"], f"v{ack['version']}",
+                                         "accepted" if ack["accepted"] else f"REJECTED: {ack['reason']}")))
+    return 0
+
+
+def with_broker(p):
     p.add_argument("--host", default="localhost")
     p.add_argument("--port", type=int, default=1883)
     p.add_argument("--username")
@@ -95,6 +222,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cert-file")
     p.add_argument("--key-file")
     p.add_argument("--topic-prefix", default="checkpoint")
+    return p
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="checkpoint-hub", description=__doc__.splitlines()[0])
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_db(p):
+        p.add_argument("--db", default="hub.db", help="SQLite file (default hub.db) or postgresql://… URL")
+        return p
+
+    p = with_broker(with_db(sub.add_parser("collect", help="store every device's entries from the broker")))
     p.add_argument("--share-group", default="collectors",
                    help="MQTT 5 shared subscription group ('' subscribes alone)")
     p.add_argument("--client-id", default=f"hub-collector-{socket.gethostname()}",
@@ -115,6 +254,48 @@ def parser() -> argparse.ArgumentParser:
 
     p = with_db(sub.add_parser("devices", help="every device that sent entries"))
     p.set_defaults(func=cmd_devices)
+
+    p = with_db(sub.add_parser("fleet", help="every device: state, versions applied, outbox, last refusal"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_fleet)
+
+    p = with_db(sub.add_parser("acks", help="bundle acknowledgements, newest first"))
+    p.add_argument("--device")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_acks)
+
+    p = sub.add_parser("keygen", help="a new Ed25519 signing key for administrators")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser("hashkey", help="a new key for lists of hashed codes")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_hashkey)
+
+    def push_args(p):
+        with_broker(with_db(p))
+        p.add_argument("--to", required=True, help="a device id, group:NAME or all")
+        p.add_argument("--key", required=True, help="the signing key (from keygen)")
+        p.add_argument("--expires", default="90d", help="validity, e.g. 90d, 12h (default 90d)")
+        return p
+
+    config = sub.add_parser("config", help="configuration bundles").add_subparsers(dest="action", required=True)
+    p = push_args(config.add_parser("push", help="sign and publish a configuration (a partial override by default)"))
+    p.add_argument("file")
+    p.add_argument("--full", action="store_true", help="replace every pushable section, not merge")
+    p.add_argument("--version", type=int, help="default: one more than the last pushed to this target")
+    p.add_argument("--no-check", action="store_true", help="skip the hub's validation (the device validates)")
+    p.set_defaults(func=cmd_config_push)
+
+    lists = sub.add_parser("list", help="list bundles").add_subparsers(dest="action", required=True)
+    p = push_args(lists.add_parser("push", help="sign and publish a list: snapshot in chunks, and a delta"))
+    p.add_argument("name")
+    p.add_argument("file")
+    p.add_argument("--hash-key", help="store codes as keyed hashes with this key (from hashkey)")
+    p.add_argument("--state", default="hub-state", help="folder keeping pushed lists (default hub-state)")
+    p.add_argument("--timezone", default="UTC", help="zone of dates without an offset (default UTC)")
+    p.add_argument("--max-code-bytes", type=int, default=2048)
+    p.set_defaults(func=cmd_list_push)
     return top
 
 

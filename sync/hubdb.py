@@ -5,6 +5,7 @@ nothing and is counted; a device's sequence numbers show its gaps.
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Iterator
@@ -25,6 +26,19 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS hub_devices (
         device_id TEXT PRIMARY KEY, last_seen_ms BIGINT NOT NULL, max_seq BIGINT NOT NULL,
         entries BIGINT NOT NULL, duplicates BIGINT NOT NULL, clock_offset_ms BIGINT NOT NULL)""",
+    # The newest status each device published (retained), and when it went on- or offline.
+    """CREATE TABLE IF NOT EXISTS hub_status (
+        device_id TEXT PRIMARY KEY, state TEXT NOT NULL, since_ms BIGINT NOT NULL, last_seen_ms BIGINT NOT NULL,
+        status TEXT NOT NULL)""",
+    # Every bundle's acknowledgement: accepted, or refused with the reason.
+    """CREATE TABLE IF NOT EXISTS hub_acks (
+        device_id TEXT NOT NULL, target TEXT, kind TEXT NOT NULL, name TEXT, version BIGINT,
+        accepted BOOLEAN NOT NULL, reason TEXT, time_ms BIGINT NOT NULL, received_ms BIGINT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS hub_acks_device ON hub_acks (device_id, received_ms)",
+    # What administrators pushed: the next version per target, kind and list name comes from here.
+    """CREATE TABLE IF NOT EXISTS hub_bundles (
+        target TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, version BIGINT NOT NULL,
+        issued_ms BIGINT NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY (target, kind, name, version))""",
 ]
 ROWS_PER_STATEMENT = 500
 
@@ -125,6 +139,67 @@ class HubDB:
         with self.transaction() as cur:
             cur.execute(f"SELECT {', '.join(cols)} FROM hub_devices ORDER BY device_id")
             return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+    def store_status(self, device: str, state: str, status: str, received_ms: int) -> None:
+        with self.transaction() as cur:
+            cur.execute(self._sql("SELECT state FROM hub_status WHERE device_id = ?"), (device,))
+            known = cur.fetchone()
+            if known is None:
+                cur.execute(self._sql("INSERT INTO hub_status VALUES (?, ?, ?, ?, ?)"),
+                            (device, state, received_ms, received_ms, status))
+            else:
+                since = "since_ms" if known[0] == state else "?"
+                cur.execute(self._sql(f"UPDATE hub_status SET state = ?, since_ms = {since}, last_seen_ms = ?, "
+                                      "status = ? WHERE device_id = ?"),
+                            (state, *(() if known[0] == state else (received_ms,)), received_ms, status, device))
+
+    def store_ack(self, ack: dict, received_ms: int) -> None:
+        with self.transaction() as cur:
+            cur.execute(self._sql("INSERT INTO hub_acks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                        (ack["device"], ack["target"], ack["kind"], ack["name"], ack["version"], ack["accepted"],
+                         ack["reason"], ack["time_ms"], received_ms))
+
+    def acks(self, device: str | None = None, limit: int = 100) -> list[dict]:
+        cols = ("device_id", "target", "kind", "name", "version", "accepted", "reason", "time_ms", "received_ms")
+        sql = (f"SELECT {', '.join(cols)} FROM hub_acks" + (" WHERE device_id = ?" if device else "")
+               + " ORDER BY received_ms DESC LIMIT ?")
+        with self.transaction() as cur:
+            cur.execute(self._sql(sql), [device, limit] if device else [limit])
+            return [dict(zip(cols, row), accepted=bool(row[5])) for row in cur.fetchall()]
+
+    def fleet(self) -> list[dict]:
+        """Every device known by its status or its entries, with its last refused bundle."""
+        with self.transaction() as cur:
+            cur.execute("SELECT device_id, state, since_ms, last_seen_ms, status FROM hub_status")
+            status = {row[0]: row[1:] for row in cur.fetchall()}
+            cur.execute("SELECT device_id, last_seen_ms, clock_offset_ms FROM hub_devices")
+            entries = {row[0]: row[1:] for row in cur.fetchall()}
+            cur.execute("SELECT a.device_id, a.target, a.kind, a.name, a.version, a.reason, a.time_ms FROM hub_acks a "
+                        "JOIN (SELECT device_id, MAX(received_ms) AS m FROM hub_acks WHERE NOT accepted "
+                        "GROUP BY device_id) b ON a.device_id = b.device_id AND a.received_ms = b.m "
+                        "WHERE NOT a.accepted")
+            rejected = {row[0]: dict(zip(("target", "kind", "name", "version", "reason", "time_ms"), row[1:]))
+                        for row in cur.fetchall()}
+        rows = []
+        for device in sorted(set(status) | set(entries)):
+            state, since, seen, text = status.get(device, ("unknown", None, None, "{}"))
+            rows.append({"device": device, "state": state, "since_ms": since,
+                         "last_seen_ms": max(filter(None, (seen, entries.get(device, (None,))[0])), default=None),
+                         "entries_clock_offset_ms": entries.get(device, (None, None))[1],
+                         "status": json.loads(text), "last_rejected": rejected.get(device)})
+        return rows
+
+    def next_version(self, target: str, kind: str, name: str = "") -> int:
+        with self.transaction() as cur:
+            cur.execute(self._sql("SELECT MAX(version) FROM hub_bundles WHERE target = ? AND kind = ? AND name = ?"),
+                        (target, kind, name))
+            row = cur.fetchone()
+        return (row[0] or 0) + 1
+
+    def record_bundle(self, target: str, kind: str, name: str, version: int, issued_ms: int, sha256: str) -> None:
+        with self.transaction() as cur:
+            cur.execute(self._sql("INSERT INTO hub_bundles VALUES (?, ?, ?, ?, ?, ?)"),
+                        (target, kind, name, version, issued_ms, sha256))
 
     def close(self) -> None:
         self.conn.close()
