@@ -144,6 +144,7 @@ class Receiver:
 
     # -- the receiver's thread ---------------------------------------------------------------------
     def _run(self) -> None:
+        next_retry = time.monotonic() + 1.0
         while not self._stop.is_set():
             try:
                 item = self._queue.get(timeout=1.0)
@@ -157,10 +158,11 @@ class Receiver:
             try:
                 if topic == "resubscribe":
                     self._subscribe_all()
-                elif topic == "tick":
-                    self._retry_chunks()
-                else:
+                elif topic != "tick":
                     self._handle(topic, payload)
+                if time.monotonic() >= next_retry:
+                    next_retry = time.monotonic() + 1.0
+                    self._retry_chunks()
             except (sqlite3.Error, OSError) as exc:
                 log.error("remote: %s: %s", topic[:120], exc)
 
@@ -196,6 +198,7 @@ class Receiver:
             return  # a retained message cleared by the hub
         if "/chunks/" in topic:
             return self._chunk(topic, payload)
+        bundle = None
         try:
             bundle = verify(payload, self.trusted)
             head = bundle.header
@@ -208,7 +211,7 @@ class Receiver:
             else:
                 self._delta(bundle)
         except BundleError as exc:
-            self._reject(topic, payload, str(exc))
+            self._reject(topic, payload, str(exc), bundle=bundle)
 
     # -- configuration -----------------------------------------------------------------------------
     def _config(self, bundle: Bundle) -> None:
@@ -341,12 +344,13 @@ class Receiver:
         if not 0 <= index < len(head.chunks):
             return
         self._unsubscribe([topic])
-        download.asked.discard(index)
         if hashlib.sha256(payload).hexdigest() != head.chunks[index]:
-            # Asked for again after retry_s; the old list stays in use meanwhile.
+            # Left in `asked`, so it is asked for again only after retry_s: a broker holding a bad copy is
+            # not asked in a loop. The old list stays in use meanwhile.
             self._reject(topic, payload, f"list {head.name} v{head.version}: chunk {index} does not match "
                          "the signed manifest", bundle=download.bundle)
             return
+        download.asked.discard(index)
         path = download.folder / f"{index}.chunk"
         path.with_suffix(".tmp").write_bytes(payload)
         path.with_suffix(".tmp").replace(path)

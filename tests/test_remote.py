@@ -16,7 +16,7 @@ from sync.agent import SyncAgent
 from sync.bundle import BundleError, TrustedKeys, header, key_id, new_private, public_text, sign, verify
 from sync.hubdb import HubDB
 from sync.mqtt import make_client
-from sync.remote import Receiver
+from sync.remote import Receiver, read_hash_key
 
 from .broker import Broker
 from .test_sync import InProcessCollector, wait_until
@@ -94,7 +94,8 @@ class Device:
         return load_settings(self.config)
 
     def lists(self) -> ListStore:
-        return ListStore(self.folder / "state" / "lists.db", readonly=True)
+        return ListStore(self.folder / "state" / "lists.db", readonly=True,
+                         hash_keys=read_hash_key(self.settings().remote.hash_key_file))
 
     def list_version(self, name: str):
         store = self.lists()
