@@ -99,6 +99,7 @@ class Receiver:
         self._thread: threading.Thread | None = None
         self.lists: ListStore | None = None
         self.acks_topic = f"{prefix}/{device_id}/acks"
+        self.timings: dict[str, float] = {}  # seconds the last delta / snapshot took to apply, for status
 
     # -- lifecycle (called by the sync agent) ------------------------------------------------------
     def start(self, client) -> None:
@@ -140,7 +141,7 @@ class Receiver:
         return {"config": {t: {"version": l["version"]} for t, l in self.state["applied_config"].items()},
                 "downloads": {n: f"{len(d.have)}/{len(d.bundle.header.chunks)} chunks of v{d.bundle.header.version}"
                               for n, d in list(self.downloads.items())},
-                "last_rejected": self.state.get("last_rejected")}
+                "last_rejected": self.state.get("last_rejected"), "timings": self.timings}
 
     # -- the receiver's thread ---------------------------------------------------------------------
     def _run(self) -> None:
@@ -297,8 +298,9 @@ class Receiver:
                                    source=f"{head.target} delta")
         except (listwire.RecordsError, ListError) as exc:
             raise BundleError(str(exc)) from None
+        self.timings["delta_apply_s"] = round(time.monotonic() - started, 3)
         log.info("remote: list %s v%d -> v%d: %d changed, %d removed in %.2f s", head.name, head.base,
-                 head.version, len(upserts), len(removals), time.monotonic() - started)
+                 head.version, len(upserts), len(removals), self.timings["delta_apply_s"])
         self._ack(bundle, accepted=True)
         self._moved(head.name, head.base, head.version)
 
@@ -382,8 +384,9 @@ class Receiver:
             self._drop_download(download)
             self._reject("", b"", f"list {head.name} v{head.version}: {exc}", bundle=download.bundle)
             return
+        self.timings["snapshot_build_s"] = round(time.monotonic() - started, 3)
         log.info("remote: list %s v%d installed: %d entries in %.1f s", head.name, head.version, count,
-                 time.monotonic() - started)
+                 self.timings["snapshot_build_s"])
         self._drop_download(download)
         self._ack(download.bundle, accepted=True)
         self._moved(head.name, info.version if info else 0, head.version)

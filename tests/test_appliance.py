@@ -28,13 +28,16 @@ def listen(address: str) -> socket.socket:
     return sock
 
 
-def received(sock: socket.socket, seconds: float) -> list[str]:
-    messages, deadline = [], time.monotonic() + seconds
+def received(sock: socket.socket, seconds: float, *, after_ready: bool = False) -> list[str]:
+    """Datagrams for `seconds`; with after_ready, counted from READY=1 (a slow machine starts slowly)."""
+    messages, deadline = [], time.monotonic() + (60 if after_ready else seconds)
     while time.monotonic() < deadline:
         try:
             messages.append(sock.recv(4096).decode())
         except socket.timeout:
-            pass
+            continue
+        if after_ready and messages[-1].startswith("READY=1"):
+            deadline, after_ready = time.monotonic() + seconds, False
     return messages
 
 
@@ -78,10 +81,10 @@ def test_ready_then_watchdog_pings_while_frames_arrive(tmp_path, make_config):
     config = make_config(f'[source]\ntype = "replay"\npath = "{frames}"\nfps = 20\nloop = true\n')
     sock, proc = _daemon_with_notify(tmp_path, config)
     try:
-        messages = received(sock, 3.0)
+        messages = received(sock, 3.0, after_ready=True)
     finally:
         proc.terminate()
-        proc.wait(10)
+        proc.wait(30)
     messages += received(sock, 0.3)
     ready = [m for m in messages if m.startswith("READY=1")]
     assert ready and "MAINPID=" in ready[0]
@@ -94,10 +97,10 @@ def test_no_watchdog_pings_while_the_camera_delivers_nothing(tmp_path, make_conf
     config = make_config('[source]\ntype = "opencv"\ndevice = "/dev/video-unplugged"\nstall_s = 0.5\n')
     sock, proc = _daemon_with_notify(tmp_path, config)
     try:
-        messages = received(sock, 3.0)
+        messages = received(sock, 3.0, after_ready=True)
     finally:
         proc.terminate()
-        _, err = proc.communicate(timeout=10)
+        _, err = proc.communicate(timeout=30)
     assert any(m.startswith("READY=1") for m in messages)
     assert "WATCHDOG=1" not in messages  # systemd will restart the daemon after WatchdogSec
     assert any("STATUS=" in m and "source opencv:/dev/video-unplugged is " in m for m in messages)

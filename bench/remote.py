@@ -1,0 +1,285 @@
+"""Pushed-list benchmark: a large hashed list built, signed, sent through a local Mosquitto and applied
+on a device, then a delta; lookups measured all along, beside the ways a user would otherwise pick.
+
+    python -m bench.remote [--entries 10000000] [--delta 100000]
+
+Steps timed: CSV → hub list file with keyed hashes; chunk and sign; publish (retained); device fetch +
+verify + build + swap; delta prepare, publish, apply. A "scanner" thread in the device's process looks
+codes up every 5 ms through its own ListStore, as the pipeline does, the whole time: its lookup latency
+(p50/p99) during the transfer, during the delta and after, and its longest stall beyond the 5 ms beat,
+are the pause a list update causes. Bytes per entry on the device, beside the v0.1 one-table layout (text
+codes). The daemon's RSS (`checkpoint run`, the real process) with the list and with no list, beside a
+plain Python set of the same codes (what loading the list into memory would cost).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from edge.config import load_settings
+from edge.lists import ListStore
+from edge.store import EntryStore
+from sync import admin
+from sync.agent import SyncAgent
+from sync.bundle import new_private, public_text
+from sync.mqtt import make_client
+from sync.remote import Receiver
+from tests.broker import Broker
+
+CONFIG = """
+[device]
+id = "bench-01"
+[source]
+type = "lines"
+path = "{fifo}"
+[store]
+dir = "{dir}"
+[decision]
+mode = "allowlist"
+[sync]
+enabled = {sync}
+host = "127.0.0.1"
+port = {port}
+[remote]
+enabled = {sync}
+trusted_keys = ["{public}"]
+hash_key_file = "{hash_key}"
+"""
+
+
+def code(i: int) -> str:
+    return f"{(i * 999_999_937 + 123_456_789) % 10**12:012d}"  # distinct 12-digit ID numbers
+
+
+def write_csv(path: Path, indexes) -> None:
+    with path.open("w") as fh:
+        fh.write("code\n")
+        for i in indexes:
+            fh.write(code(i) + "\n")
+
+
+def pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+class Scanner(threading.Thread):
+    """Looks a code up every 5 ms, as the pipeline would on each scan; records latency and stalls."""
+
+    def __init__(self, lists_path: Path, hash_keys: dict, n: int):
+        super().__init__(daemon=True)
+        self.lists_path, self.hash_keys, self.n = lists_path, hash_keys, n
+        self.samples: list[tuple[str, float, float]] = []  # (phase, lookup µs, stall ms)
+        self.phase = "before"
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.lists_path.exists():
+            time.sleep(0.01)
+        store = ListStore(self.lists_path, readonly=True, hash_keys=self.hash_keys)
+        rng = random.Random(1)
+        last = time.perf_counter()
+        while not self.stop.is_set():
+            i = rng.randrange(self.n * 2)  # half of the codes are on the list
+            t0 = time.perf_counter()
+            store.lookup(code(i))
+            t1 = time.perf_counter()
+            self.samples.append((self.phase, (t1 - t0) * 1e6, max(0.0, (t0 - last) * 1000 - 5.0)))
+            time.sleep(0.005)
+            last = t1
+        store.close()
+
+    def report(self, phase: str) -> str:
+        rows = [s for s in self.samples if s[0] == phase]
+        if not rows:
+            return f"{phase:<22} no lookups"
+        lat = [r[1] for r in rows]
+        return (f"{phase:<22} {len(rows):>6} lookups  p50 {pct(lat, .5):7.1f} µs  p99 {pct(lat, .99):7.1f} µs  "
+                f"max {max(lat) / 1000:6.1f} ms   longest stall {max(r[2] for r in rows):6.1f} ms")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def daemon_rss(config: Path, fifo: Path, codes: list[str]) -> int:
+    """RSS of the real daemon after it decided `codes` (each a lookup), in KiB."""
+    proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with fifo.open("w") as fh:
+            for c in codes:
+                fh.write(c + "\n")
+                fh.flush()
+                time.sleep(0.002)
+        settings = load_settings(config, remote=False)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            db = sqlite3.connect(settings.store.entries_path)
+            try:
+                if db.execute("SELECT count(*) FROM entries").fetchone()[0] >= len(codes):
+                    break
+            except sqlite3.Error:
+                pass
+            finally:
+                db.close()
+            time.sleep(0.2)
+        return rss_kib(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+
+
+def set_rss(n: int) -> int:
+    """RSS growth of a Python process holding the codes in a set (the in-memory alternative), KiB."""
+    script = ("import sys;from bench.remote import code, rss_kib;import os;b=rss_kib(os.getpid());"
+              f"s={{code(i) for i in range({n})}};print(rss_kib(os.getpid())-b)")
+    return int(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
+
+
+def v01_bytes(n: int, folder: Path) -> float:
+    """Bytes per entry in the v0.1 layout: every list in one table, (list, code TEXT) as the key."""
+    path = folder / "v01.db"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode = OFF")
+    db.execute("CREATE TABLE list_entries (list TEXT NOT NULL, code TEXT NOT NULL, deny INTEGER NOT NULL, "
+               "label TEXT, valid_from INTEGER, valid_until INTEGER, PRIMARY KEY (list, code)) WITHOUT ROWID")
+    db.executemany("INSERT INTO list_entries VALUES ('citizens', ?, 0, NULL, NULL, NULL)",
+                   ((code(i),) for i in range(n)))
+    db.commit()
+    db.close()
+    size = path.stat().st_size / n
+    path.unlink()
+    return size
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--entries", type=int, default=10_000_000)
+    ap.add_argument("--delta", type=int, default=100_000)
+    ap.add_argument("--keep", help="folder to work in (kept)")
+    args = ap.parse_args(argv)
+    n, nd = args.entries, args.delta
+    folder = Path(args.keep or tempfile.mkdtemp(prefix="bench-remote-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    s = 0
+    for i in range(2_000_000):
+        s += i
+    print(f"machine speed: 2M-iteration Python loop in {time.perf_counter() - t:.2f} s (about 0.1 s on a quiet "
+          "modern core)")
+
+    broker = Broker(folder / "broker", extra="message_size_limit 33554432\n").start()
+    key = new_private()
+    hash_key = os.urandom(32)
+    (folder / "hash-key").write_text(hash_key.hex())
+    fifo = folder / "scans"
+    os.mkfifo(fifo)
+    config = folder / "device.toml"
+    config.write_text(CONFIG.format(fifo=fifo, dir=folder / "device", sync="true", port=broker.port,
+                                    public=public_text(key.public_key()), hash_key=folder / "hash-key"))
+    steps = {}
+    try:
+        t = time.perf_counter()
+        write_csv(folder / "v1.csv", range(n))
+        print(f"CSV of {n:,} ID numbers written in {time.perf_counter() - t:.1f} s (setup)")
+
+        hub = admin.HubLists(folder / "hub", "all")
+        t = time.perf_counter()
+        push = hub.prepare(key, "all", "citizens", folder / "v1.csv", hash_key=hash_key, zone="UTC",
+                           max_code_bytes=64, expires_s=86400)
+        steps["hub: CSV → hashed list, chunk, sign"] = time.perf_counter() - t
+
+        settings = load_settings(config)
+        EntryStore(settings.store.entries_path).close()
+        receiver = Receiver(settings.remote, device_id="bench-01", prefix="checkpoint", config_path=config,
+                            lists_path=settings.store.lists_path)
+        agent = SyncAgent(settings.sync, device_id="bench-01", entries_path=settings.store.entries_path,
+                          receiver=receiver)
+        agent.start()
+        scanner = Scanner(settings.store.lists_path, {admin.hash_key_id(hash_key): hash_key}, n)
+        scanner.start()
+        scanner.phase = "during transfer"
+
+        publisher = admin.Publisher(make_client(client_id="bench-admin"), "127.0.0.1", broker.port, timeout=600)
+        t0 = time.perf_counter()
+        hub.publish(publisher, "checkpoint", "all", push)
+        steps[f"publish {len(push.chunks)} chunks (retained)"] = time.perf_counter() - t0
+
+        def version():
+            store = ListStore(settings.store.lists_path, readonly=True)
+            try:
+                info = store.info("citizens")
+                return info.version if info else 0
+            finally:
+                store.close()
+
+        while version() < 1:
+            time.sleep(0.2)
+        steps["device: fetch, verify, build, swap (from first publish)"] = time.perf_counter() - t0
+        steps["  of which building the list file"] = receiver.timings.get("snapshot_build_s", float("nan"))
+        scanner.phase = "after swap"
+        time.sleep(3)
+        list_file = next((folder / "device" / "lists.d").glob("citizens.*.db"))
+        on_disk = sum(p.stat().st_size for p in list_file.parent.glob(list_file.name + "*"))
+
+        # The delta: nd/2 removed, nd/2 added.
+        write_csv(folder / "v2.csv", range(nd // 2, n + nd // 2))
+        scanner.phase = "during delta"
+        t = time.perf_counter()
+        push2 = hub.prepare(key, "all", "citizens", folder / "v2.csv", hash_key=hash_key, zone="UTC",
+                            max_code_bytes=64, expires_s=86400)
+        steps[f"hub: prepare v2 (diff of {n:,}) and sign the delta"] = time.perf_counter() - t
+        t = time.perf_counter()
+        hub.publish(publisher, "checkpoint", "all", push2)
+        steps["publish v2 (snapshot chunks + delta)"] = time.perf_counter() - t
+        while version() < 2:
+            time.sleep(0.05)
+        steps[f"device: delta of {nd:,} received and applied (from publish)"] = time.perf_counter() - t
+        steps[f"  of which applying the {nd:,}-entry delta"] = receiver.timings.get("delta_apply_s", float("nan"))
+        scanner.phase = "after delta"
+        time.sleep(3)
+        scanner.stop.set()
+        scanner.join()
+        publisher.close()
+        agent.stop()
+        hub.close()
+
+        print(f"\n{n:,}-entry hashed list, delta of {nd:,} ({len(push2.delta or b''):,} bytes signed)")
+        for name, seconds in steps.items():
+            print(f"  {name:<60} {seconds:8.2f} s")
+        print("\nlookups by a scanning thread in the device's process (every 5 ms):")
+        for phase in ("during transfer", "after swap", "during delta", "after delta"):
+            print("  " + scanner.report(phase))
+        v01 = v01_bytes(min(n, 1_000_000), folder)
+        print(f"\non the device: {on_disk / n:.1f} bytes per entry (hashed keys, one file per list)   "
+              f"v0.1 one-table layout with text codes: {v01:.1f} bytes per entry ({v01 / (on_disk / n):.2f}×)")
+
+        config.write_text(config.read_text().replace("enabled = true", "enabled = false"))
+        with_list = daemon_rss(config, fifo, [code(i) for i in range(0, 2 * n, max(1, n // 500))])
+        empty = folder / "empty.toml"
+        empty.write_text(config.read_text().replace(str(folder / "device"), str(folder / "empty-device")))
+        without = daemon_rss(empty, fifo, [code(i) for i in range(0, 2 * n, max(1, n // 500))])
+        in_set = set_rss(min(n, 2_000_000)) * (n / min(n, 2_000_000))
+        print(f"daemon RSS: {with_list / 1024:.1f} MiB with the {n:,}-entry list, {without / 1024:.1f} MiB with "
+              f"no list (+{(with_list - without) / 1024:.1f} MiB);   the codes in a Python set: "
+              f"+{in_set / 1024:.0f} MiB")
+    finally:
+        broker.stop()
+
+
+if __name__ == "__main__":
+    main()
