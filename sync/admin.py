@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import secrets
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,27 +176,39 @@ class HubLists:
                 max_code_bytes: int, expires_s: float) -> ListPush:
         check_name(name)
         old = self.store.info(name)
-        old_rows = list(_ordered(self.store, name)) if old else None  # the previous version, for the delta
         if old is not None and old.hash_key != (hash_key_id(hash_key) if hash_key else None):
-            old_rows = None  # hashed with another key (or not at all): only a snapshot can follow
-        with open(csv_path, "rb") as fh:
-            info = self.store.import_csv(name, fh, zone=zone, max_code_bytes=max_code_bytes,
-                                         source=Path(csv_path).name, hash_key=hash_key)
-        key_len = listwire.key_len(info.hash_key)
-        chunks = list(snapshot_chunks(self.store, name, key_len))
-        hashes = [hashlib.sha256(c).hexdigest() for c in chunks]
-        content = hashlib.sha256("".join(hashes).encode()).hexdigest()
-        common = dict(kind="list", target=target, version=info.version, name=name, count=info.count,
-                      content_sha256=content, hash_key=info.hash_key)
-        _, manifest = signed(key, expires_s=expires_s, list_kind="snapshot", chunks=hashes, **common)
-        delta = None
-        if old_rows is not None:
-            upserts, removals = diff(old_rows, _ordered(self.store, name))
-            if len(upserts) + len(removals) <= listwire.MAX_RECORDS:
-                body = listwire.encode(upserts, key_len=key_len, removals=removals)
-                if len(body) < MAX_BUNDLE - 4096:
-                    _, delta = signed(key, body=body, expires_s=expires_s, list_kind="delta", base=old.version,
-                                      **common)
+            old = None  # hashed with another key (or not at all): only a snapshot can follow
+        kept = self.folder / "previous.db"
+        kept.unlink(missing_ok=True)
+        if old is not None:
+            os.link(self.store.dir / old.file, kept)  # the import removes the old file; the diff reads it
+        try:
+            with open(csv_path, "rb") as fh:
+                info = self.store.import_csv(name, fh, zone=zone, max_code_bytes=max_code_bytes,
+                                             source=Path(csv_path).name, hash_key=hash_key)
+            key_len = listwire.key_len(info.hash_key)
+            chunks = list(snapshot_chunks(self.store, name, key_len))
+            hashes = [hashlib.sha256(c).hexdigest() for c in chunks]
+            content = hashlib.sha256("".join(hashes).encode()).hexdigest()
+            common = dict(kind="list", target=target, version=info.version, name=name, count=info.count,
+                          content_sha256=content, hash_key=info.hash_key)
+            _, manifest = signed(key, expires_s=expires_s, list_kind="snapshot", chunks=hashes, **common)
+            delta = None
+            if old is not None:
+                previous = sqlite3.connect(f"file:{kept}?mode=ro", uri=True)
+                try:
+                    upserts, removals = diff(previous.execute("SELECT code, deny, label, valid_from, valid_until "
+                                                              "FROM entries ORDER BY code"),
+                                             _ordered(self.store, name))
+                finally:
+                    previous.close()
+                if len(upserts) + len(removals) <= listwire.MAX_RECORDS:
+                    body = listwire.encode(upserts, key_len=key_len, removals=removals)
+                    if len(body) < MAX_BUNDLE - 4096:
+                        _, delta = signed(key, body=body, expires_s=expires_s, list_kind="delta",
+                                          base=old.version, **common)
+        finally:
+            kept.unlink(missing_ok=True)
         return ListPush(info, manifest, chunks, delta, old.version if old else None)
 
     def publish(self, publisher, prefix: str, target: str, push: ListPush) -> None:

@@ -448,3 +448,40 @@ def test_hub_cli_keygen_push_and_fleet(tmp_path, broker):
     assert main(["list", "push", "people", str(tmp_path / "l.csv"), "--to", "all",
                  "--state", str(tmp_path / "st"), *common]) == 2
     assert main(["fleet", "--db", str(tmp_path / "hub.db")]) == 0
+
+
+# ---- the real daemon ----------------------------------------------------------------------------
+def test_daemon_applies_pushed_config_and_lists_without_restart(tmp_path, broker, key, hub, make_config):
+    import os
+    import signal
+
+    from .conftest import checkpoint_process
+    from .test_daemon import entries, write_fifo
+
+    fifo = tmp_path / "scanner.fifo"
+    os.mkfifo(fifo)
+    config = make_config(f'[source]\ntype = "lines"\npath = "{fifo}"\n'
+                         f'[sync]\nenabled = true\nhost = "127.0.0.1"\nport = {broker.port}\nstatus_interval_s = 1\n'
+                         f'[remote]\nenabled = true\ntrusted_keys = ["{public_text(key.public_key())}"]\n',
+                         debounce_ms=0)
+    proc = checkpoint_process("run", "--config", config)
+    try:
+        write_fifo(fifo, b"P-1\n")
+        wait_until(lambda: len(entries(config)) == 1, 60, "first scan")
+        assert entries(config)[0]["reason"] == "not-listed"
+        hub.push_list("people", csv_rows(["P-1", "P-2"]))
+        hub.config("device:test-01", 1, '[decision]\nmode = "record"\n')
+        status = tmp_path / "state" / "status.json"
+        wait_until(lambda: "device:test-01.1" in (json.loads(status.read_text())["versions"]["config"]
+                                                  if status.exists() else ""), 60, "config applied")
+        write_fifo(fifo, b"P-2\nnobody\n")
+        wait_until(lambda: len(entries(config)) == 3, 60, "more scans")
+        got = [(e["code"], e["decision"], e["reason"], e["list_version"], e["config_version"])
+               for e in entries(config)]
+        assert got[1:] == [("P-2", "allow", "listed", 1, "test-1+device:test-01.1"),
+                           ("nobody", "allow", "not-listed", None, "test-1+device:test-01.1")]
+        assert proc.poll() is None  # no restart
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert "config reloaded" in err and "list people v1 installed" in err
