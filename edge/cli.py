@@ -170,6 +170,14 @@ def cmd_status(args) -> int:
         _out(f"sync          {sync.get('connection', '?')} to {sync.get('broker')}; outbox {outbox.get('depth', '?')}"
              f" (oldest {outbox.get('oldest_unsynced') or '-'}); last sync {sync.get('last_sync') or 'never'}"
              + (f"; last error: {sync['last_error']}" if sync.get("last_error") else ""))
+        remote = sync.get("remote") or {}
+        for target, applied in (remote.get("config") or {}).items():
+            _out(f"pushed config {target} v{applied.get('version')}")
+        for name, progress in (remote.get("downloads") or {}).items():
+            _out(f"fetching      list {name}: {progress}")
+        if remote.get("last_rejected"):
+            r = remote["last_rejected"]
+            _out(f"last refused  {r.get('kind')} {r.get('name') or r.get('target')} v{r.get('version')}: {r.get('reason')}")
     if isinstance(status["lists"], str):
         _out(f"lists         {status['lists']}")
     for info in status["lists"] if isinstance(status["lists"], list) else []:

@@ -45,7 +45,10 @@ def parse_target(text: str) -> str:
 
 # ---- keys ---------------------------------------------------------------------------------------
 def _write_secret(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ValueError(f"{path} exists; a key is never overwritten") from None
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
 

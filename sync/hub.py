@@ -88,20 +88,14 @@ def cmd_devices(args) -> int:
 
 
 def cmd_keygen(args) -> int:
-    try:
-        public = admin.keygen(Path(args.out))
-    except FileExistsError:
-        raise ValueError(f"{args.out} exists; a signing key is never overwritten") from None
+    public = admin.keygen(Path(args.out))
     print(f"signing key written to {args.out} (keep it off the broker and the devices)")
     print(f"devices trust it with, in [remote] trusted_keys:\n{public}")
     return 0
 
 
 def cmd_hashkey(args) -> int:
-    try:
-        ident = admin.hashkey(Path(args.out))
-    except FileExistsError:
-        raise ValueError(f"{args.out} exists; a hash key is never overwritten") from None
+    ident = admin.hashkey(Path(args.out))
     print(f"list hash key {ident} written to {args.out}; install it on each device as [remote] hash_key_file")
     return 0
 

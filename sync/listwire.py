@@ -32,7 +32,7 @@ class RecordsError(ValueError):
 
 def encode(records, *, key_len: int, removals=()) -> bytes:
     """records: (code, deny, label, valid_from, valid_until) sorted by code; removals: codes."""
-    rows = [(r[0], (DENY if r[1] else 0) | (EXTRAS if any(v is not None for v in r[2:]) else 0), r[2:])
+    rows = [(r[0], (DENY if r[1] else 0) | (EXTRAS if (r[2], r[3], r[4]) != (None, None, None) else 0), r[2:])
             for r in records] + [(code, REMOVED, None) for code in removals]
     rows.sort(key=lambda r: r[0])
     keys = bytearray()

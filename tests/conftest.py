@@ -187,3 +187,13 @@ def pg_url(pg_admin):
     yield pg_admin.rsplit("/", 1)[0] + "/" + name
     with psycopg.connect(pg_admin, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """A Mosquitto of the test's own, on a free port."""
+    from .broker import Broker
+
+    b = Broker(tmp_path / "broker").start()
+    yield b
+    b.stop()

@@ -18,7 +18,6 @@ from sync.hubdb import HubDB
 from sync.mqtt import make_client
 from sync.remote import Receiver, read_hash_key
 
-from .broker import Broker
 from .test_sync import InProcessCollector, wait_until
 
 LOCAL = """
@@ -44,13 +43,6 @@ trusted_keys = [{keys}]
 groups = ["north"]
 {extra}
 """
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Broker(tmp_path / "broker").start()
-    yield b
-    b.stop()
 
 
 @pytest.fixture

@@ -103,7 +103,9 @@ def test_replay_list_file_skips_unreadable_and_loops(tmp_path, frames_dir):
 def test_paced_replay_drops_stale_frames_for_a_slow_consumer(frames_dir):
     source = FrameSource(replay_reader(str(frames_dir)), name="r", fps=100, loop=True)
     source.start()
-    time.sleep(0.3)  # a decoder that fell behind
+    deadline = time.monotonic() + 30
+    while source.stats.dropped < 10 and time.monotonic() < deadline:
+        time.sleep(0.1)  # a decoder that fell behind
     frame = source.get(1)
     source.close()
     assert frame is not None and source.stats.dropped >= 10  # kept the newest, dropped the rest

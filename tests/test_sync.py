@@ -108,13 +108,6 @@ def assert_exactly_once(url: str, device_db: Path, device="dev1"):
 
 
 @pytest.fixture
-def broker(tmp_path):
-    b = Broker(tmp_path / "broker").start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
 def hub_url(tmp_path):
     return str(tmp_path / "hub.db")
 
