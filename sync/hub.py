@@ -187,9 +187,11 @@ def cmd_fleet(args) -> int:
         offset = (row["last_seen_ms"] - status["sent_ms"]) if isinstance(status.get("sent_ms"), int) \
             and row["last_seen_ms"] else row["entries_clock_offset_ms"]
         rejected = row["last_rejected"]
+        pushed = ((status.get("remote") or {}).get("config") or {}) if isinstance(status.get("remote"), dict) else {}
+        config = versions.get("config") or ",".join(f"{t} v{v.get('version')}" for t, v in pushed.items()) or "-"
         print("\t".join(str(v) for v in (
             row["device"], row["state"], iso_ms(row["since_ms"]) if row["since_ms"] else "-",
-            iso_ms(row["last_seen_ms"]) if row["last_seen_ms"] else "-", versions.get("config", "-"),
+            iso_ms(row["last_seen_ms"]) if row["last_seen_ms"] else "-", config,
             ",".join(f"{n}:v{v}" for n, v in (versions.get("lists") or {}).items()) or "-",
             outbox.get("depth", "-"), outbox.get("oldest_unsynced") or "-", offset if offset is not None else "-",
             f"{source.get('name')}:{source.get('state')}" if source else "-",

@@ -232,7 +232,7 @@ def test_bad_config_bundles_are_refused_and_change_nothing(device, hub, key, cas
     assert device.settings().decision.mode == "record"
 
 
-def test_acks_and_fleet_reach_the_hub(tmp_path, broker, device, hub, key):
+def test_acks_and_fleet_reach_the_hub(tmp_path, broker, device, hub, key, capsys):
     collector = InProcessCollector(str(tmp_path / "hub.db"), broker.port)
     try:
         hub.config("device:dev1", 1, '[decision]\nmode = "record"\n')
@@ -244,13 +244,24 @@ def test_acks_and_fleet_reach_the_hub(tmp_path, broker, device, hub, key):
             acks = {a["target"]: a for a in db.acks()}
             assert acks["device:dev1"]["accepted"] and acks["device:dev1"]["version"] == 1
             assert not acks["all"]["accepted"] and "may not set nope" in acks["all"]["reason"]
-            wait_until(lambda: db.fleet() and db.fleet()[0]["status"].get("remote"), what="status with remote")
+            wait_until(lambda: db.fleet() and "device:dev1" in (db.fleet()[0]["status"].get("remote") or {}).get(
+                "config", {}), what="status with the applied config")
             [row] = db.fleet()
             assert row["device"] == "dev1" and row["state"] == "online"
             assert row["last_rejected"]["target"] == "all"
             assert row["status"]["remote"]["config"]["device:dev1"]["version"] == 1
+            from sync.hub import main
+
+            assert main(["fleet", "--db", str(tmp_path / "hub.db")]) == 0
+            table = capsys.readouterr().out.splitlines()
+            assert table[0].startswith("device\tstate\tsince\tlast seen\tconfig")
+            assert table[1].startswith("dev1\tonline") and "invalid config: all v1" in table[1]
+            assert "\tdevice:dev1 v1\t" in table[1]  # no daemon here: the receiver's applied versions
             device.stop()
             wait_until(lambda: db.fleet()[0]["state"] == "offline", what="offline seen")
+            assert main(["fleet", "--json", "--db", str(tmp_path / "hub.db")]) == 0
+            [row] = json.loads(capsys.readouterr().out)
+            assert row["state"] == "offline" and row["last_rejected"]["reason"].startswith("invalid config")
         finally:
             db.close()
     finally:
@@ -355,17 +366,20 @@ def test_tampered_chunk_wrong_base_and_replays_are_refused(tmp_path, broker, key
 
 
 def test_offline_device_catches_up_to_the_newest(tmp_path, broker, key, hub):
-    dev = Device(tmp_path / "dev1", broker.port, [key])
+    dev = Device(tmp_path / "dev1", broker.port, [key]).start()
     hub.push_list("people", csv_rows(["a1", "a2"]))
+    wait_until(lambda: dev.list_version("people") == 1, 30, "v1 before going offline")
+    dev.stop()
     for version in (1, 2, 3):
         hub.config("all", version, f'[decision]\nrepeat_window_s = {version * 10}\n')
-    hub.push_list("people", csv_rows(["a1", "a2", "a3"]))
-    hub.push_list("people", csv_rows(["a2", "a3", "a4"]))
+    assert hub.push_list("people", csv_rows(["a1", "a2", "a3"])).base == 1
+    assert hub.push_list("people", csv_rows(["a2", "a3", "a4"])).base == 2
     dev.start()
     try:
         wait_until(lambda: dev.list_version("people") == 3, 30, "lists caught up")
         wait_until(lambda: dev.reloads >= 1, what="config caught up")
         assert dev.settings().decision.repeat_window_s == 30
+        assert dev.receiver.state["applied_config"]["all"]["version"] == 3
         assert lookup(dev, "a1") == [] and lookup(dev, "a4") == [("people", 3, False)]
         assert dev.rejected() is None
     finally:
