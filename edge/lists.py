@@ -174,9 +174,6 @@ class _Rows:
             raise self.fail(f"{key} is not an ISO 8601 date or date-time (got {printable(text[:40])!r})") from None
 
 
-Row = tuple  # (code: str | bytes, deny: bool, label, valid_from, valid_until)
-
-
 class ListFile:
     """A new list version being built in its own file; nothing reads it until the catalog names it.
 
@@ -356,36 +353,35 @@ class ListStore:
             self._delete_file(old[0])
         return info
 
-    def apply_delta(self, name: str, *, base: int, version: int, upserts: list[Row], removals: list,
-                    count: int, sha256: str, source: str | None) -> ListInfo:
+    def apply_delta(self, name: str, *, base: int, version: int, changes, count: int, sha256: str,
+                    source: str | None) -> ListInfo:
         """Change version `base` of a list into `version` in place, in one transaction of its file.
 
-        `count` is the entry count the sender computed for the result: a mismatch shows the delta was made
+        `changes` (added, changed, removed) says which codes the sender believed present: a code added that
+        is here, or changed or removed that is not, or another resulting count, shows the delta was made
         against other contents than this device holds, and nothing is changed.
         """
         info = self.info(name)
         if info is None or info.version != base or not info.file:
             raise ListError(f"list {name}: delta applies to version {base}, this device holds "
                             f"{info.version if info else 'none'}")
+        mismatch = f"list {name}: the delta was made against other contents than version {base} here"
         conn = _open_list(self.dir / info.file, readonly=False)
         try:
             with transaction(conn):
-                removed = 0
-                for start in range(0, len(removals), 500):
-                    part = removals[start:start + 500]
-                    removed += conn.execute(f"DELETE FROM entries WHERE code IN ({','.join('?' * len(part))})",
-                                            part).rowcount
-                existing = 0
-                codes = sorted(row[0] for row in upserts)
-                for start in range(0, len(codes), 500):
-                    part = codes[start:start + 500]
-                    existing += conn.execute(f"SELECT count(*) FROM entries WHERE code IN "
-                                             f"({','.join('?' * len(part))})", part).fetchone()[0]
-                conn.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?)", sorted(upserts))
-                result = info.count - removed + len(upserts) - existing
-                if result != count:
-                    raise ListError(f"list {name}: delta gives {result} entries, its sender expected {count}; "
-                                    "it was made against other contents")
+                removed = conn.executemany("DELETE FROM entries WHERE code = ?",
+                                           ((code,) for code in changes.removed)).rowcount
+                updated = conn.executemany(
+                    "UPDATE entries SET deny = ?, label = ?, valid_from = ?, valid_until = ? WHERE code = ?",
+                    ((r[1], r[2], r[3], r[4], r[0]) for r in changes.changed)).rowcount
+                if max(removed, 0) != len(changes.removed) or max(updated, 0) != len(changes.changed):
+                    raise ListError(f"{mismatch} (codes to change or remove are missing)")
+                try:
+                    conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)", changes.added)
+                except sqlite3.IntegrityError:
+                    raise ListError(f"{mismatch} (a code to add is already here)") from None
+                if info.count - len(changes.removed) + len(changes.added) != count:
+                    raise ListError(f"{mismatch} (its sender expected {count} entries)")
                 conn.execute("UPDATE meta SET version = ?", (version,))
         finally:
             conn.close()

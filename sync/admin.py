@@ -140,8 +140,8 @@ def snapshot_chunks(store: ListStore, name: str, key_len: int):
 
 
 def diff(old, new):
-    """(upserts, removals) that turn the ordered rows `old` into `new`."""
-    upserts, removals = [], []
+    """(added, changed, removed) that turn the ordered rows `old` into `new`."""
+    added, changed, removals = [], [], []
     old, new = iter(old), iter(new)
     a, b = next(old, None), next(new, None)
     while a is not None or b is not None:
@@ -149,13 +149,13 @@ def diff(old, new):
             removals.append(a[0])
             a = next(old, None)
         elif a is None or b[0] < a[0]:
-            upserts.append(b)
+            added.append(b)
             b = next(new, None)
         else:
             if tuple(a) != tuple(b):
-                upserts.append(b)
+                changed.append(b)
             a, b = next(old, None), next(new, None)
-    return upserts, removals
+    return added, changed, removals
 
 
 class HubLists:
@@ -200,13 +200,13 @@ class HubLists:
             if old is not None:
                 previous = sqlite3.connect(f"file:{kept}?mode=ro", uri=True)
                 try:
-                    upserts, removals = diff(previous.execute("SELECT code, deny, label, valid_from, valid_until "
+                    added, changed, removals = diff(previous.execute("SELECT code, deny, label, valid_from, valid_until "
                                                               "FROM entries ORDER BY code"),
                                              _ordered(self.store, name))
                 finally:
                     previous.close()
-                if len(upserts) + len(removals) <= listwire.MAX_RECORDS:
-                    body = listwire.encode(upserts, key_len=key_len, removals=removals)
+                if len(added) + len(changed) + len(removals) <= listwire.MAX_RECORDS:
+                    body = listwire.encode(added, key_len=key_len, changed=changed, removals=removals)
                     if len(body) < MAX_BUNDLE - 4096:
                         _, delta = signed(key, body=body, expires_s=expires_s, list_kind="delta",
                                           base=old.version, **common)

@@ -4,7 +4,8 @@
     u8   key length: 16 for keyed hashes, 0 for text codes (then each key is u16 length + UTF-8)
     u32  n records (big-endian, as every integer here)
     keys
-    n bytes of flags: 1 deny, 2 removed (deltas only: the key alone), 4 has extras
+    n bytes of flags: 1 deny, 2 removed (deltas only: the key alone), 4 has extras, 8 changed (deltas only:
+                      the key is already on the list; without 2 or 8 a delta's record is new)
     u32  length + JSON array of [label, valid_from, valid_until], one per record with extras, in order
 
 Fixed-size hashed keys decode by slicing, so a 10-million-entry list costs no per-field parsing.
@@ -15,12 +16,13 @@ from __future__ import annotations
 import json
 import struct
 import zlib
+from typing import NamedTuple
 
 from edge.lists import HASH_BYTES, MAX_LABEL
 from edge.payload import has_bad_control
 
 FORMAT = 1
-DENY, REMOVED, EXTRAS = 1, 2, 4
+DENY, REMOVED, EXTRAS, CHANGED = 1, 2, 4, 8
 MAX_RECORDS = 1_000_000
 MAX_BODY = 64 << 20
 MAX_TEXT_KEY = 8192
@@ -30,10 +32,23 @@ class RecordsError(ValueError):
     """Records that cannot be decoded; nothing of them is applied."""
 
 
-def encode(records, *, key_len: int, removals=()) -> bytes:
-    """records: (code, deny, label, valid_from, valid_until) sorted by code; removals: codes."""
-    rows = [(r[0], (DENY if r[1] else 0) | (EXTRAS if (r[2], r[3], r[4]) != (None, None, None) else 0), r[2:])
-            for r in records] + [(code, REMOVED, None) for code in removals]
+class Changes(NamedTuple):
+    """A snapshot chunk is all `added`; a delta says which codes are new, changed or removed, so a device
+    holding other contents than the delta's base finds out exactly (and applies nothing)."""
+    added: list
+    changed: list
+    removed: list
+
+
+def _flags(record, extra: int) -> tuple:
+    has_extras = (record[2], record[3], record[4]) != (None, None, None)
+    return record[0], (DENY if record[1] else 0) | (EXTRAS if has_extras else 0) | extra, record[2:]
+
+
+def encode(records, *, key_len: int, changed=(), removals=()) -> bytes:
+    """records (new) and changed: (code, deny, label, valid_from, valid_until); removals: codes."""
+    rows = [_flags(r, 0) for r in records] + [_flags(r, CHANGED) for r in changed] + [
+        (code, REMOVED, None) for code in removals]
     rows.sort(key=lambda r: r[0])
     keys = bytearray()
     for code, _, _ in rows:
@@ -62,8 +77,8 @@ def _inflate(data: bytes) -> bytes:
     return body
 
 
-def decode(data: bytes, *, key_len: int) -> tuple[list[tuple], list]:
-    """(upserts, removals). Keys are bytes when key_len is set, else validated text."""
+def decode(data: bytes, *, key_len: int) -> Changes:
+    """Keys are bytes when key_len is set, else validated text."""
     body = _inflate(data)
     if len(body) < 6:
         raise RecordsError("records cut short")
@@ -108,8 +123,8 @@ def decode(data: bytes, *, key_len: int) -> tuple[list[tuple], list]:
     return _records(keys, flags, extras)
 
 
-def _records(keys, flags, extras) -> tuple[list[tuple], list]:
-    upserts, removals, extra = [], [], iter(extras)
+def _records(keys, flags, extras) -> Changes:
+    changes, extra = Changes([], [], []), iter(extras)
     previous = None
     for key, flag in zip(keys, flags):
         if previous is not None and key <= previous:
@@ -118,9 +133,9 @@ def _records(keys, flags, extras) -> tuple[list[tuple], list]:
         if flag & REMOVED:
             if flag != REMOVED:
                 raise RecordsError("a removed record carries data")
-            removals.append(key)
+            changes.removed.append(key)
             continue
-        if flag & ~(DENY | EXTRAS):
+        if flag & ~(DENY | EXTRAS | CHANGED):
             raise RecordsError(f"unknown flags {flag:#x}")
         label = valid_from = valid_until = None
         if flag & EXTRAS:
@@ -131,10 +146,11 @@ def _records(keys, flags, extras) -> tuple[list[tuple], list]:
             if not (label is None or (isinstance(label, str) and len(label) <= MAX_LABEL)) or not all(
                     v is None or (type(v) is int and -2**62 < v < 2**62) for v in (valid_from, valid_until)):
                 raise RecordsError("bad label or validity window")
-        upserts.append((key, bool(flag & DENY), label, valid_from, valid_until))
+        (changes.changed if flag & CHANGED else changes.added).append(
+            (key, bool(flag & DENY), label, valid_from, valid_until))
     if next(extra, None) is not None:
         raise RecordsError("more extras than records")
-    return upserts, removals
+    return changes
 
 
 def key_len(hash_key: str | None) -> int:

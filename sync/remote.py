@@ -166,6 +166,8 @@ class Receiver:
                     self._retry_chunks()
             except (sqlite3.Error, OSError) as exc:
                 log.error("remote: %s: %s", topic[:120], exc)
+            except Exception:  # a message no check foresaw must not end the receiver: log it, go on
+                log.exception("remote: unexpected failure on %s", topic[:120])
 
     def _subscribe(self, topics: list[str]) -> None:
         new = [t for t in topics if t not in self._subscribed]
@@ -291,16 +293,17 @@ class Receiver:
         if info is not None and info.hash_key != head.hash_key:
             raise BundleError(f"delta hashed with key {head.hash_key}, the list with {info.hash_key}")
         try:
-            upserts, removals = listwire.decode(bundle.body, key_len=listwire.key_len(head.hash_key))
+            changes = listwire.decode(bundle.body, key_len=listwire.key_len(head.hash_key))
             started = time.monotonic()
-            self.lists.apply_delta(head.name, base=head.base, version=head.version, upserts=upserts,
-                                   removals=removals, count=head.count, sha256=head.content_sha256,
+            self.lists.apply_delta(head.name, base=head.base, version=head.version, changes=changes,
+                                   count=head.count, sha256=head.content_sha256,
                                    source=f"{head.target} delta")
         except (listwire.RecordsError, ListError) as exc:
             raise BundleError(str(exc)) from None
         self.timings["delta_apply_s"] = round(time.monotonic() - started, 3)
-        log.info("remote: list %s v%d -> v%d: %d changed, %d removed in %.2f s", head.name, head.base,
-                 head.version, len(upserts), len(removals), self.timings["delta_apply_s"])
+        log.info("remote: list %s v%d -> v%d: %d added, %d changed, %d removed in %.2f s", head.name, head.base,
+                 head.version, len(changes.added), len(changes.changed), len(changes.removed),
+                 self.timings["delta_apply_s"])
         self._ack(bundle, accepted=True)
         self._moved(head.name, head.base, head.version)
 
@@ -368,11 +371,11 @@ class Receiver:
         building = self.lists.new_file(head.name, head.version, head.hash_key)
         try:
             for index in range(len(head.chunks)):
-                upserts, removals = listwire.decode((download.folder / f"{index}.chunk").read_bytes(),
-                                                    key_len=listwire.key_len(head.hash_key))
-                if removals:
-                    raise listwire.RecordsError(f"chunk {index} removes entries")
-                building.add(upserts)
+                chunk = listwire.decode((download.folder / f"{index}.chunk").read_bytes(),
+                                        key_len=listwire.key_len(head.hash_key))
+                if chunk.changed or chunk.removed:
+                    raise listwire.RecordsError(f"chunk {index} changes or removes entries")
+                building.add(chunk.added)
             count = building.finish()
             if count != head.count:
                 raise ListError(f"{count} entries, the manifest says {head.count}")

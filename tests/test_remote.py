@@ -411,7 +411,10 @@ def test_list_records_refuse_hostile_bodies():
     import zlib
 
     good = listwire.encode([("a", False, "x", None, None), ("b", True, None, 1, 2)], key_len=0)
-    assert listwire.decode(good, key_len=0)[0][1] == ("b", True, None, 1, 2)
+    assert listwire.decode(good, key_len=0).added[1] == ("b", True, None, 1, 2)
+    delta = listwire.decode(listwire.encode([("n", False, None, None, None)], key_len=0, removals=["a"],
+                                            changed=[("b", False, "y", None, None)]), key_len=0)
+    assert delta == ([("n", False, None, None, None)], [("b", False, "y", None, None)], ["a"])
     for bad, reason in [
         (b"not zlib", "not a zlib"),
         (zlib.compress(b"\x00" * (65 << 20)), "larger than"),
@@ -491,3 +494,28 @@ def test_daemon_applies_pushed_config_and_lists_without_restart(tmp_path, broker
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     assert "config reloaded" in err and "list people v1 installed" in err
+
+
+def test_a_delta_made_against_other_contents_changes_nothing(tmp_path):
+    import io
+
+    from edge.lists import ListError
+
+    store = ListStore(tmp_path / "lists.db")
+    store.import_csv("people", io.BytesIO(b"code\na\nb\n"), zone="UTC", max_code_bytes=64)
+    row = lambda code, deny=False: (code, deny, None, None, None)  # noqa: E731
+    for changes, reason in [
+        (listwire.Changes([row("a")], [], []), "a code to add is already here"),
+        (listwire.Changes([], [row("zz", True)], []), "missing"),
+        (listwire.Changes([], [], ["zz"]), "missing"),
+        (listwire.Changes([row("c")], [], []), "expected 9 entries"),
+    ]:
+        with pytest.raises(ListError, match=reason):
+            store.apply_delta("people", base=1, version=2, changes=changes, count=9 if reason.startswith(
+                "expected") else 2 + len(changes.added) - len(changes.removed), sha256="0" * 64, source="t")
+        assert store.info("people").version == 1 and [m.deny for m in store.lookup("a")] == [False]
+        assert store.lookup("c") == [] and store.lookup("zz") == []
+    store.apply_delta("people", base=1, version=2, changes=listwire.Changes([row("c")], [row("a", True)], ["b"]),
+                      count=2, sha256="1" * 64, source="t")
+    assert [(m.list_version, m.deny) for m in store.lookup("a")] == [(2, True)] and store.lookup("b") == []
+    store.close()
