@@ -28,8 +28,9 @@ def listen(address: str) -> socket.socket:
     return sock
 
 
-def received(sock: socket.socket, seconds: float, *, after_ready: bool = False) -> list[str]:
-    """Datagrams for `seconds`; with after_ready, counted from READY=1 (a slow machine starts slowly)."""
+def received(sock: socket.socket, seconds: float, *, after_ready: bool = False, until=None) -> list[str]:
+    """Datagrams for `seconds`; with after_ready, counted from READY=1 (a slow machine starts slowly);
+    `until(messages)` ends the wait early."""
     messages, deadline = [], time.monotonic() + (60 if after_ready else seconds)
     while time.monotonic() < deadline:
         try:
@@ -38,6 +39,8 @@ def received(sock: socket.socket, seconds: float, *, after_ready: bool = False) 
             continue
         if after_ready and messages[-1].startswith("READY=1"):
             deadline, after_ready = time.monotonic() + seconds, False
+        if until is not None and not after_ready and until(messages):
+            break
     return messages
 
 
@@ -81,15 +84,16 @@ def test_ready_then_watchdog_pings_while_frames_arrive(tmp_path, make_config):
     config = make_config(f'[source]\ntype = "replay"\npath = "{frames}"\nfps = 20\nloop = true\n')
     sock, proc = _daemon_with_notify(tmp_path, config)
     try:
-        messages = received(sock, 3.0, after_ready=True)
+        # A few per 0.3 s period; a slow machine gets 30 s to send five.
+        messages = received(sock, 30.0, after_ready=True, until=lambda m: m.count("WATCHDOG=1") >= 5)
     finally:
         proc.terminate()
         proc.wait(30)
-    messages += received(sock, 0.3)
+    messages += received(sock, 1.0, until=lambda m: "STOPPING=1" in m)
     ready = [m for m in messages if m.startswith("READY=1")]
     assert ready and "MAINPID=" in ready[0]
     first_ready = messages.index(ready[0])
-    assert messages[first_ready + 1:].count("WATCHDOG=1") >= 5  # a few per 0.3 s period
+    assert messages[first_ready + 1:].count("WATCHDOG=1") >= 5
     assert messages[-1] == "STOPPING=1"
 
 

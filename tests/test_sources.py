@@ -55,12 +55,12 @@ def test_fifo_survives_writers_coming_and_going(tmp_path):
         with open(fifo, "wb") as writer:
             writer.write(batch)
         time.sleep(0.1)
-    items = [source.get(1.0) for _ in range(3)]
+    items = [source.get(10.0) for _ in range(3)]
     assert [i.data for i in items] == [b"first", b"second", b"third"]
     assert not source.finished
     started = time.monotonic()
     source.close()
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 10  # does not hang on the FIFO
 
 
 def test_missing_lines_path_is_a_source_error(tmp_path):

@@ -176,12 +176,12 @@ def test_retained_status_and_offline_will(tmp_path, broker):
             "from edge.config import SyncSettings\nfrom sync.agent import SyncAgent\n"
             "a = SyncAgent(SyncSettings(enabled=True, host='127.0.0.1', port=%d, keepalive_s=5), device_id='dev9',"
             " entries_path=%r)\na.start()\ntime.sleep(60)") % (str(ROOT), broker.port, str(path))])
-        wait_until(lambda: seen.get("checkpoint/dev9/status", {}).get("state") == "online", what="online status")
+        wait_until(lambda: seen.get("checkpoint/dev9/status", {}).get("state") == "online", 90, "online status")
         status = seen["checkpoint/dev9/status"]
         assert status["outbox"]["depth"] == 0 and status["device"] == "dev9"
         proc.kill()  # no clean disconnect: the broker publishes the last will
         proc.wait()
-        wait_until(lambda: seen["checkpoint/dev9/status"].get("state") == "offline", timeout=20, what="last will")
+        wait_until(lambda: seen["checkpoint/dev9/status"].get("state") == "offline", timeout=60, what="last will")
     finally:
         watcher.loop_stop()
         watcher.disconnect()
