@@ -270,8 +270,12 @@ class ListStore:
         return [ListInfo(*row) for row in rows]
 
     def info(self, name: str) -> ListInfo | None:
-        row = self.conn.execute("SELECT * FROM lists WHERE name = ?", (name,)).fetchone() \
-            if self.infos() else None
+        try:
+            row = self.conn.execute("SELECT * FROM lists WHERE name = ?", (name,)).fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return None  # read-only view of a file no import has created yet
+            raise
         return ListInfo(*row) if row else None
 
     def _key(self, info: ListInfo, code: str):

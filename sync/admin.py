@@ -75,12 +75,9 @@ def read_private(path: Path):
 
 
 def read_hash_key(path: Path) -> bytes:
-    try:
-        key = bytes.fromhex(Path(path).read_text().strip())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"hash key {path}: {exc}") from None
-    if len(key) != 32:
-        raise ValueError(f"hash key {path}: expected 64 hex digits")
+    from .remote import read_hash_key as read_keys
+
+    [key] = read_keys(str(path)).values()
     return key
 
 
@@ -121,15 +118,11 @@ class ListPush:
     base: int | None
 
 
-def _ordered(store: ListStore, name: str):
-    yield from store.entries(name)
-
-
 def snapshot_chunks(store: ListStore, name: str, key_len: int):
     """The list's records in key order, cut into chunks of bounded size."""
     rows, size = [], 0
     per_row = key_len + 2 if key_len else 24
-    for row in _ordered(store, name):
+    for row in store.entries(name):
         rows.append(row)
         size += per_row + (len(row[2]) if row[2] else 0) + (len(row[0]) if not key_len else 0)
         if len(rows) >= CHUNK_ENTRIES or size >= CHUNK_BYTES:
@@ -202,7 +195,7 @@ class HubLists:
                 try:
                     added, changed, removals = diff(previous.execute("SELECT code, deny, label, valid_from, valid_until "
                                                               "FROM entries ORDER BY code"),
-                                             _ordered(self.store, name))
+                                             self.store.entries(name))
                 finally:
                     previous.close()
                 if len(added) + len(changed) + len(removals) <= listwire.MAX_RECORDS:

@@ -107,7 +107,7 @@ def _publisher(args) -> admin.Publisher:
     try:
         return admin.Publisher(client, args.host, args.port)
     except OSError as exc:
-        raise SystemExit(f"checkpoint-hub: cannot reach the broker {args.host}:{args.port}: {exc}") from None
+        raise OSError(f"cannot reach the broker {args.host}:{args.port}: {exc.strerror or exc}") from None
 
 
 def _expires_s(text: str) -> float:
@@ -304,6 +304,9 @@ def main(argv=None) -> int:
         return 2
     except BrokenPipeError:
         return 0
+    except (OSError, RuntimeError) as exc:  # the broker unreachable, refusing, or dropping the connection
+        print(f"checkpoint-hub: {exc}; not completed", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

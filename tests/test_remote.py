@@ -459,6 +459,35 @@ def test_hub_cli_keygen_push_and_fleet(tmp_path, broker):
     assert main(["fleet", "--db", str(tmp_path / "hub.db")]) == 0
 
 
+def test_hub_cli_push_to_an_unreachable_or_refusing_broker_fails_cleanly(tmp_path, capsys):
+    from sync.hub import main
+
+    from .broker import free_port
+
+    assert main(["keygen", "--out", str(tmp_path / "admin.key")]) == 0
+    (tmp_path / "c.toml").write_text('[decision]\nmode = "denylist"\n')
+    common = ["--port", str(free_port()), "--host", "127.0.0.1", "--db", str(tmp_path / "hub.db"),
+              "--key", str(tmp_path / "admin.key")]
+    capsys.readouterr()
+    assert main(["config", "push", "--to", "all", str(tmp_path / "c.toml"), *common]) == 1
+    err = capsys.readouterr().err
+    assert "Connection refused" in err and "Traceback" not in err
+    # A broker that lets the hub read but not publish refuses the bundle: reported, nothing recorded.
+    from .broker import Broker
+
+    broker = Broker(tmp_path / "broker", acl="topic read #\n").start()
+    try:
+        common[1] = str(broker.port)
+        assert main(["config", "push", "--to", "all", str(tmp_path / "c.toml"), *common]) == 1
+        err = capsys.readouterr().err
+        assert "refused checkpoint/all/config" in err and "Traceback" not in err
+    finally:
+        broker.stop()
+    db = HubDB(str(tmp_path / "hub.db"))
+    assert db.next_version("all", "config") == 1  # nothing recorded as pushed
+    db.close()
+
+
 # ---- the real daemon ----------------------------------------------------------------------------
 def test_daemon_applies_pushed_config_and_lists_without_restart(tmp_path, broker, key, hub, make_config):
     import os
