@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # bench/ (synthetic frames) is not an installed package
 
 from edge.cli import main as cli_main  # noqa: E402
+from .waiting import patience
 
 
 def qr_image(content: str | bytes, *, scale: int = 6, dark: bool = False, size: tuple[int, int] | None = None,
@@ -114,7 +115,7 @@ def checkpoint_process(*args, env: dict | None = None, **kw) -> subprocess.Popen
 def run_checkpoint(*args, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", "edge.cli", *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout, **kw)
+                          capture_output=True, text=True, timeout=patience(timeout), **kw)
 
 
 # ---- PostgreSQL, for the hub -------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from edge.policy import Policy
 from edge.store import EntryStore
 
 from .conftest import checkpoint_process, qr_image
+from .waiting import patience
 
 
 # ---- sd_notify ----------------------------------------------------------------------------------------
@@ -31,7 +32,7 @@ def listen(address: str) -> socket.socket:
 def received(sock: socket.socket, seconds: float, *, after_ready: bool = False, until=None) -> list[str]:
     """Datagrams for `seconds`; with after_ready, counted from READY=1 (a slow machine starts slowly);
     `until(messages)` ends the wait early."""
-    messages, deadline = [], time.monotonic() + (60 if after_ready else seconds)
+    messages, deadline = [], time.monotonic() + (patience(60) if after_ready else seconds)
     while time.monotonic() < deadline:
         try:
             messages.append(sock.recv(4096).decode())
@@ -88,7 +89,7 @@ def test_ready_then_watchdog_pings_while_frames_arrive(tmp_path, make_config):
         messages = received(sock, 30.0, after_ready=True, until=lambda m: m.count("WATCHDOG=1") >= 5)
     finally:
         proc.terminate()
-        proc.wait(30)
+        proc.wait(patience(30))
     messages += received(sock, 1.0, until=lambda m: "STOPPING=1" in m)
     ready = [m for m in messages if m.startswith("READY=1")]
     assert ready and "MAINPID=" in ready[0]
@@ -104,7 +105,7 @@ def test_no_watchdog_pings_while_the_camera_delivers_nothing(tmp_path, make_conf
         messages = received(sock, 3.0, after_ready=True)
     finally:
         proc.terminate()
-        _, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=patience(30))
     assert any(m.startswith("READY=1") for m in messages)
     assert "WATCHDOG=1" not in messages  # systemd will restart the daemon after WatchdogSec
     assert any("STATUS=" in m and "source opencv:/dev/video-unplugged is " in m for m in messages)

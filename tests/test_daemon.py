@@ -28,6 +28,7 @@ from edge.signals import Signaller
 from edge.store import EntryStore
 
 from .conftest import checkpoint_process, qr_image, run_checkpoint
+from .waiting import patience, wait_until
 
 LINES = '[source]\ntype = "lines"\npath = "{path}"\n'
 
@@ -69,8 +70,12 @@ def test_lines_source_end_to_end_with_hostile_input(tmp_path, make_config):
     assert rows[0]["list_name"] == "people" and rows[0]["list_version"] == 1 and rows[0]["config_version"] == "test-1"
     assert len({e["id"] for e in rows}) == 8 and all(e["boot_id"] and e["mono_ns"] > 0 for e in rows)
     assert "\x1b" not in result.stderr  # the escape never reaches the log
-    ons = [e["output"] for e in output_events(tmp_path / "state") if e["on"]]
-    assert ons.count("relay") == 2 and ons.count("green") >= 2
+    # The lines come in a burst: a newer decision cuts the one before short (whoever stands at the gate gets
+    # the latest), so how many earlier pulses played depends on scheduling; the last one plays in full.
+    events = output_events(tmp_path / "state")
+    ons = [e["output"] for e in events if e["on"]]
+    assert ons.count("relay") <= 2 and ons[-2:] == ["red", "red"]  # the last line was denied: red twice
+    assert all(not [e for e in events if e["output"] == name][-1]["on"] for name in ("green", "red", "relay"))
 
 
 def test_stdin_source(tmp_path, make_config):
@@ -105,16 +110,6 @@ def test_video_replay_debounces_consecutive_frames(tmp_path, make_config):
     assert [e["code"] for e in entries(config)] == ["OK-1", "OK-2"]
 
 
-def wait_for(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("timed out")
-
-
 @pytest.fixture
 def fifo(tmp_path):
     path = tmp_path / "scanner.fifo"
@@ -135,9 +130,9 @@ def test_sigterm_stops_cleanly_and_outputs_end_off(tmp_path, make_config, fifo):
     proc = checkpoint_process("run", "--config", config)
     write_fifo(fifo, b"first\n")
     state = tmp_path / "state"
-    wait_for(lambda: any(e["on"] for e in output_events(state)))
+    wait_until(lambda: any(e["on"] for e in output_events(state)))
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(10) == 0
+    assert proc.wait(patience(10)) == 0
     last = {}
     for event in output_events(state):
         last[event["output"]] = event["on"]
@@ -150,22 +145,22 @@ def test_sighup_reloads_and_a_broken_reload_keeps_running(tmp_path, make_config,
     proc = checkpoint_process("run", "--config", config)
     try:
         write_fifo(fifo, b"visitor\n")
-        wait_for(lambda: len(entries_or_none(config)) == 1)
+        wait_until(lambda: len(entries_or_none(config)) == 1)
         text = config.read_text()
         config.write_text(text.replace('mode = "allowlist"', 'mode = "record"').replace('"test-1"', '"test-2"'))
         proc.send_signal(signal.SIGHUP)
         time.sleep(0.5)
         write_fifo(fifo, b"visitor\n")
-        wait_for(lambda: len(entries_or_none(config)) == 2)
+        wait_until(lambda: len(entries_or_none(config)) == 2)
         config.write_text(text.replace('mode = "allowlist"', 'mode = "sometimes"'))
         proc.send_signal(signal.SIGHUP)
         time.sleep(0.5)
         write_fifo(fifo, b"visitor\n")
-        wait_for(lambda: len(entries_or_none(config)) == 3)
+        wait_until(lambda: len(entries_or_none(config)) == 3)
         assert proc.poll() is None
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=10)
+        _, err = proc.communicate(timeout=patience(10))
     assert entries_or_none(config) == [("deny", "test-1"), ("allow", "test-2"), ("allow", "test-2")]
     assert "reload refused" in err and "decision.mode" in err
 
@@ -198,11 +193,11 @@ def test_sigkill_right_after_decisions_loses_no_signalled_entry(tmp_path, make_c
         # Kill as soon as the gate showed a new decision, or at a random moment. (Scans that arrive
         # together may show only the newest one's pattern: fewer switch-ons than entries is fine.)
         if run % 2 == 0:
-            wait_for(lambda: sum(e["on"] and e["output"] == "green" for e in output_events(state)) > signalled)
+            wait_until(lambda: sum(e["on"] and e["output"] == "green" for e in output_events(state)) > signalled)
         else:
             time.sleep(rng.uniform(0.0, 0.4))
         proc.kill()
-        proc.wait(10)
+        proc.wait(patience(10))
         signalled = sum(e["on"] and e["output"] == "green" for e in output_events(state))
         recorded = entries(config)
         assert len(recorded) >= signalled
@@ -218,11 +213,11 @@ def test_corrupt_database_at_start_is_set_aside_loudly_and_a_new_one_started(tmp
     proc = checkpoint_process("run", "--config", config)
     try:
         write_fifo(fifo, b"someone\n")
-        wait_for(lambda: any(e["on"] and e["output"] == "green" for e in output_events(state)))
+        wait_until(lambda: any(e["on"] and e["output"] == "green" for e in output_events(state)))
         assert proc.poll() is None
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=10)
+        _, err = proc.communicate(timeout=patience(10))
     assert proc.returncode == 0
     assert "ENTRY DATABASE" in err and "IS CORRUPT" in err and "moved aside" in err
     [aside] = state.glob("entries.db.corrupt-*")
@@ -268,20 +263,20 @@ def test_disk_full_while_running_denies_warns_and_recovers(tmp_path, make_config
     reader.start()
     try:
         write_fifo(fifo, b"before\n")
-        wait_for(lambda: any(e["on"] and e["output"] == "relay" for e in events()))
+        wait_until(lambda: any(e["on"] and e["output"] == "relay" for e in events()))
         filler = fill(small_disk)
         write_fifo(fifo, b"during\n")
-        wait_for(lambda: any(e["on"] and e["output"] == "red" for e in events()))
+        wait_until(lambda: any(e["on"] and e["output"] == "red" for e in events()))
         assert [e for e in events() if e["on"] and e["output"] == "relay"] and \
             len([e for e in events() if e["on"] and e["output"] == "relay"]) == 1  # the gate stayed shut
-        wait_for(lambda: any("degraded: disk nearly full" in line for line in log))  # the health check
+        wait_until(lambda: any("degraded: disk nearly full" in line for line in log))  # the health check
         filler.unlink()
-        wait_for(lambda: any("recovered; wrote" in line for line in log))  # the store retried and wrote
+        wait_until(lambda: any("recovered; wrote" in line for line in log))  # the store retried and wrote
         assert proc.poll() is None
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-        reader.join(10)
+        proc.wait(patience(60))
+        reader.join(patience(10))
     err = "".join(log)
     assert proc.returncode == 0
     assert "ENTRY STORE FAILURE" in err and "full" in err and "DENY   store-failure" in err

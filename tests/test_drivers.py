@@ -18,6 +18,7 @@ from edge.config import parse_settings
 from edge.decode import make_decoder
 
 from .conftest import qr_image
+from .waiting import patience, wait_until
 
 FAKES = Path(__file__).parent / "fakes"
 
@@ -27,7 +28,7 @@ def source_for(table: dict, max_line: int = 2049):
 
 
 def take(source, count: int, timeout: float = 5.0) -> list:
-    items, deadline = [], time.monotonic() + timeout
+    items, deadline = [], time.monotonic() + patience(timeout)
     while len(items) < count and time.monotonic() < deadline:
         item = source.get(0.1)
         if item is not None:
@@ -36,10 +37,7 @@ def take(source, count: int, timeout: float = 5.0) -> list:
 
 
 def wait_state(source, state: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while source.stats.state != state and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert source.stats.state == state
+    wait_until(lambda: source.stats.state == state, timeout, what=f"camera state {state}", interval=0.02)
 
 
 @pytest.fixture

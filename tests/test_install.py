@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import ROOT
+from .waiting import patience
 
 UNITS = ["checkpoint.service", "checkpoint-hub-collector.service"]
 
@@ -16,7 +17,7 @@ UNITS = ["checkpoint.service", "checkpoint-hub-collector.service"]
 def install(stage: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "DESTDIR": str(stage), "SYSTEM": "0", "PIP_ARGS": "--no-deps"}
     return subprocess.run([ROOT / "scripts" / "install", *args], env=env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=patience(300))
 
 
 @pytest.fixture(scope="module")

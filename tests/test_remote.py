@@ -18,7 +18,8 @@ from sync.hubdb import HubDB
 from sync.mqtt import make_client
 from sync.remote import Receiver, read_hash_key
 
-from .test_sync import InProcessCollector, wait_until
+from .test_sync import InProcessCollector
+from .waiting import patience, wait_until
 
 LOCAL = """
 version = "local-1"
@@ -521,7 +522,7 @@ def test_daemon_applies_pushed_config_and_lists_without_restart(tmp_path, broker
         assert proc.poll() is None  # no restart
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=patience(60))
     assert "config reloaded" in err and "list people v1 installed" in err
 
 

@@ -14,6 +14,7 @@ from drivers.sources.frames import CaptureReader, replay_reader
 from drivers.sources.lines import LinesSource, LineSplitter
 
 from .conftest import qr_image
+from .waiting import patience
 
 
 def drain(source, limit=1000, timeout=0.5):
@@ -103,7 +104,7 @@ def test_replay_list_file_skips_unreadable_and_loops(tmp_path, frames_dir):
 def test_paced_replay_drops_stale_frames_for_a_slow_consumer(frames_dir):
     source = FrameSource(replay_reader(str(frames_dir)), name="r", fps=100, loop=True)
     source.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + patience(30)
     while source.stats.dropped < 10 and time.monotonic() < deadline:
         time.sleep(0.1)  # a decoder that fell behind
     frame = source.get(1)

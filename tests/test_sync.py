@@ -28,6 +28,7 @@ from sync.mqtt import connect_properties, make_client
 
 from .broker import ROOT, Broker, Proxy
 from .conftest import checkpoint_process, run_checkpoint
+from .waiting import patience, wait_until
 
 ACL_TEMPLATE = (ROOT / "config" / "mosquitto" / "acl").read_text()
 
@@ -53,15 +54,6 @@ def device_ids(path: Path) -> list[str]:
         return [row[0] for row in db.execute("SELECT id FROM entries ORDER BY seq")]
     finally:
         db.close()
-
-
-def wait_until(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def agent_for(path: Path, port: int, device="dev1", **settings) -> SyncAgent:
@@ -397,8 +389,8 @@ def test_hostile_messages_at_the_collector(tmp_path, broker, hub_url, caplog):
     ]
     try:
         for topic, payload in hostile:
-            attacker.publish(topic, payload, qos=1).wait_for_publish(5)
-        attacker.publish("checkpoint/devX/entries", valid, qos=1).wait_for_publish(5)
+            attacker.publish(topic, payload, qos=1).wait_for_publish(patience(5))
+        attacker.publish("checkpoint/devX/entries", valid, qos=1).wait_for_publish(patience(5))
         wait_until(lambda: len(hub_rows(hub_url)) == 1, what="the valid batch stored")
         wait_until(lambda: collector.collector.stats["rejected"] == len(hostile), what="all rejected")
         assert collector.client.is_connected()
@@ -439,7 +431,7 @@ def test_two_collectors_on_a_shared_subscription_one_killed(tmp_path, broker, pg
         agent.stop()
         for proc in (first, second):
             proc.send_signal(signal.SIGTERM)
-            proc.wait(10)
+            proc.wait(patience(10))
 
 
 def test_hub_entries_cli(tmp_path, broker, hub_url):
@@ -488,7 +480,7 @@ def test_daemon_sigkilled_20_times_while_scanning_and_syncing(tmp_path, broker, 
         proc = checkpoint_process("run", "--config", config)
         wait_until(lambda: unsynced(state / "entries.db") == 0, timeout=60, what="outbox drained")
         proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
+        proc.wait(patience(10))
         status = run_checkpoint("status", "--config", config)
         assert "outbox 0" in status.stdout, status.stdout
         wait_until(lambda: len(hub_rows(hub_url)) == len(device_ids(state / "entries.db")), what="hub rows")
