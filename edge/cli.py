@@ -12,9 +12,10 @@ import os
 import sqlite3
 import sys
 from pathlib import Path
+from typing import get_args
 
 from .clock import boot_id, iso_ms, mono_ns, parse_since, wall_ms
-from .config import ConfigError, Settings, load_settings
+from .config import ConfigError, DecoderType, Settings, load_settings
 from .export import write_entries
 from .lists import ListError, ListStore
 from .payload import printable
@@ -296,7 +297,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("decode", help="decode QR codes in images or videos, as the daemon would")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--json", action="store_true", help="one JSON object per code found")
-    p.add_argument("--decoder", choices=("zxing", "pyzbar"), default="zxing")
+    p.add_argument("--decoder", choices=get_args(DecoderType), default="multipass")
     p.add_argument("--debounce-ms", type=int, default=1500, help="within one video, the same code again "
                    "within this time of its last sighting is not reported again")
     p.set_defaults(func=cmd_decode)

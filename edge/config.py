@@ -111,8 +111,14 @@ SourceSettings = Annotated[Union[ReplaySource, OpenCVSource, LinesSource, PiCame
                            Field(discriminator="type")]
 
 
+DecoderType = Literal["multipass", "zxing", "pyzbar"]
+
+
 class DecoderSettings(_Model):
-    type: Literal["zxing", "pyzbar"] = "zxing"
+    type: DecoderType = Field("multipass", description="multipass: zxing-cpp, then, on a miss, second passes "
+                              "where a code could be (deblurring, unwarping, rescaling) within budget_ms; zxing: "
+                              "zxing-cpp alone; pyzbar: ZBar alone.")
+    budget_ms: float = Field(20, ge=0, le=1000, description="At most this long per frame on second passes.")
     debounce_ms: int = Field(1500, ge=0, le=600_000,
                              description="A code seen again within this time of its last sighting is the same scan.")
     max_payload_bytes: int = Field(2048, ge=16, le=8192, description="Longer payloads are malformed.")

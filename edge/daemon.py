@@ -125,6 +125,8 @@ def take_snapshot(parts: Parts) -> dict:
                    "dropped": source.stats.dropped} if source else None,
         "store": {"healthy": store.healthy, "error": store.error, "held": len(store.backlog),
                   "disk": disk(parts.settings.store.entries_path.parent)} if store else None,
+        "decoder": {"type": parts.settings.decoder.type,  # reads each second pass added since start
+                    "second_pass_reads": dict(getattr(parts.pipeline.decoder, "recovered", {}))},
         "clock": {"state": parts.pipeline.clock.state, "trusted": trusted, "wall_ms": now},
         "lists": ages, "stale_lists": stale, "problems": parts.problems,
         "scans": parts.pipeline.scans, "boot_id": boot_id(), "state": "running",
@@ -174,7 +176,7 @@ def build(settings: Settings, old: Parts | None = None, on_scan=None, config_pat
             if signaller is not (old and old.signaller):
                 signaller.close()  # free the pins for the rebuild that follows
             raise
-    decoder = make_decoder(settings.decoder.type)
+    decoder = make_decoder(settings.decoder.type, settings.decoder.budget_ms)
     pipeline = Pipeline(
         source=source, decoder=decoder, debouncer=Debouncer(settings.decoder.debounce_ms * 1_000_000),
         policy=Policy(settings.decision, lists, store.last_allowed, settings.clock.untrusted_windows),

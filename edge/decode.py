@@ -38,9 +38,13 @@ class ZxingDecoder:
         self._formats = zxingcpp.BarcodeFormat.QRCode
 
     def decode(self, image: np.ndarray) -> list[Code]:
+        return _unique([code for code, _ in self.read(gray(image))])
+
+    def read(self, image: np.ndarray, binarizer=None) -> list[tuple[Code, tuple[float, float]]]:
+        """(code, centre in `image`) of every code whose error correction passed."""
         zx = self._zx
-        found = zx.read_barcodes(gray(image), formats=self._formats, try_rotate=False, try_invert=True,
-                                 text_mode=zx.TextMode.Plain)
+        found = zx.read_barcodes(image, formats=self._formats, try_rotate=False, try_invert=True,
+                                 text_mode=zx.TextMode.Plain, binarizer=binarizer or zx.Binarizer.LocalAverage)
         codes = []
         for barcode in found:
             if not barcode.valid:  # never report a read whose error correction failed
@@ -49,8 +53,10 @@ class ZxingDecoder:
             if code.text is None and barcode.content_type == zx.ContentType.Text:
                 # Not UTF-8 but declared or defaulted text (ISO-8859-1, an ECI charset): zxing transcoded it.
                 code = Code(code.data, barcode.text)
-            codes.append(code)
-        return _unique(codes)
+            p = barcode.position
+            corners = (p.top_left, p.top_right, p.bottom_right, p.bottom_left)
+            codes.append((code, (sum(c.x for c in corners) / 4, sum(c.y for c in corners) / 4)))
+        return codes
 
 
 class PyzbarDecoder:
@@ -71,8 +77,9 @@ def _unique(codes: list[Code]) -> list[Code]:
     return list(dict.fromkeys(codes))
 
 
-DECODERS = {"zxing": ZxingDecoder, "pyzbar": PyzbarDecoder}
+def make_decoder(name: str, budget_ms: float = 20) -> Decoder:
+    if name == "multipass":
+        from .multipass import MultiPassDecoder  # it builds on ZxingDecoder
 
-
-def make_decoder(name: str) -> Decoder:
-    return DECODERS[name]()
+        return MultiPassDecoder(budget_s=budget_ms / 1000)
+    return {"zxing": ZxingDecoder, "pyzbar": PyzbarDecoder}[name]()

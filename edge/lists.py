@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import sqlite3
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
@@ -217,8 +218,25 @@ class ListFile:
 
 def _open_list(path: Path, readonly: bool) -> sqlite3.Connection:
     conn = connect(path, readonly=readonly)
-    conn.execute("PRAGMA cache_size = -1024")  # 1 MiB per list: memory stays flat however long the list
+    conn.execute("PRAGMA cache_size = -4096")  # 4 MiB per list: the B-tree's interior pages of 10M entries fit
+    threading.Thread(target=_prefetch, args=(path,), name="list-prefetch", daemon=True).start()
     return conn
+
+
+def _prefetch(path: Path) -> None:
+    """Ask the kernel to read the file ahead: a lookup in a list just swapped in would otherwise wait for
+    the card at each of its B-tree pages. Run on a thread of its own, as the advice itself can take a
+    while to queue the reads of a large file (0.3 s for 287 MB here)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    except (OSError, AttributeError):
+        pass  # advice only
+    finally:
+        os.close(fd)
 
 
 class ListStore:

@@ -16,9 +16,10 @@ from .conftest import qr_image
 VIETNAMESE = "001089012345|Phạm Thu Hương|21/07/1992"
 
 
-@pytest.fixture(scope="module")
-def zxing():
-    return make_decoder("zxing")
+@pytest.fixture(scope="module", params=["multipass", "zxing"])
+def zxing(request):
+    """The default decoder and zxing-cpp alone: every reading behaviour holds for both."""
+    return make_decoder(request.param)
 
 
 def texts(decoder, image):
@@ -65,6 +66,59 @@ def test_latin1_text_is_transcoded(zxing):
     # QR's default charset is ISO-8859-1: bytes that are not UTF-8 but still declared text.
     [code] = zxing.decode(qr_image("café", encoding="iso-8859-1"))
     assert code.data == b"caf\xe9" and code.text == "café"
+
+
+def blurred_frame(text: str, *, length: int = 13, angle: float = 35, at=(200, 420), rng_seed: int = 5):
+    """A 1280x720 frame: a cluttered scene, one code, a straight motion blur over all, JPEG like a USB camera."""
+    rng = np.random.default_rng(rng_seed)
+    scene = cv2.resize(rng.integers(60, 200, (9, 16), dtype=np.uint8), (1280, 720), interpolation=cv2.INTER_CUBIC)
+    frame = qr_image(text, scale=5, at=at, canvas=scene)
+    kernel = np.zeros((length, length), np.float32)
+    kernel[length // 2, :] = 1 / length
+    rot = cv2.getRotationMatrix2D((length / 2 - 0.5, length / 2 - 0.5), angle, 1)
+    frame = cv2.filter2D(frame, -1, cv2.warpAffine(kernel, rot, (length, length)))
+    ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return cv2.imdecode(jpeg, cv2.IMREAD_GRAYSCALE)
+
+
+def test_multipass_reads_a_motion_blurred_code_that_zxing_misses():
+    text = "https://tokhaiyte.vn/c/001089012345?h=9f3c2a1b7e6d5c4b"
+    frame = blurred_frame(text)
+    assert make_decoder("zxing").decode(frame) == []  # the premise: one pass of zxing-cpp cannot
+    multipass = make_decoder("multipass")
+    assert texts(multipass, frame) == [text]
+    assert multipass.recovered == {"rescaled": 0, "deblurred": 1}
+    assert make_decoder("multipass", budget_ms=0).decode(frame) == []  # no budget, no second pass
+
+
+def test_multipass_looks_again_where_a_second_code_was_left_unread():
+    sharp, smeared = "VN-HC-2026-000731", "001089012345|Phạm Thu Hương|21/07/1992"
+    frame = blurred_frame(smeared, at=(200, 700))
+    qr_image(sharp, scale=5, at=(200, 80), canvas=frame)  # in focus, away from the blurred one
+    assert texts(make_decoder("zxing"), frame) == [sharp]
+    assert sorted(texts(make_decoder("multipass"), frame)) == sorted([sharp, smeared])
+
+
+@pytest.mark.parametrize("case", ["noise", "modules", "stripes", "tiny", "thin", "flat", "colour-noise"])
+def test_multipass_never_reports_a_code_where_there_is_none(case):
+    """Busy texture sends the second passes to work; they must still find nothing, and never fail."""
+    rng = np.random.default_rng(11)
+    if case == "noise":
+        image = rng.integers(0, 255, (720, 1280), dtype=np.uint8)
+    elif case == "modules":  # QR-like squares everywhere, no finder patterns, smeared like a moving camera
+        cells = rng.integers(0, 2, (90, 160), dtype=np.uint8) * 255
+        image = cv2.blur(cv2.resize(cells, (1280, 720), interpolation=cv2.INTER_NEAREST), (11, 1))
+    elif case == "stripes":
+        image = np.tile((np.arange(1280) // 3 % 2 * 255).astype(np.uint8), (720, 1))
+    elif case == "tiny":
+        image = np.zeros((1, 1), np.uint8)
+    elif case == "thin":
+        image = rng.integers(0, 255, (3, 4000), dtype=np.uint8)
+    elif case == "flat":
+        image = np.full((720, 1280), 128, np.uint8)
+    else:
+        image = rng.integers(0, 255, (720, 1280, 3), dtype=np.uint8)
+    assert make_decoder("multipass").decode(image) == []
 
 
 def test_pyzbar_is_selectable(zxing):
