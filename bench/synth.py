@@ -76,18 +76,22 @@ def _paste(frame: np.ndarray, code: np.ndarray, quad: np.ndarray, scale: int = 8
 
 
 def _curve(code: np.ndarray, strength: float) -> np.ndarray:
-    """Paper wrapped round a cylinder (a bottle, a wrist): columns compress towards the edges and bow."""
+    """Paper wrapped round a cylinder (a bottle, a wrist), seen from the front and a little above: columns
+    crowd towards the edges (an image column at x shows the paper at arc asin(x sin s) / s), rows bow, the
+    sides darken. Returned at 8 pixels per module, for _paste(scale=1): rendering it back at one pixel per
+    module would blend neighbouring modules into grey, which no camera close enough to read it does."""
     big = cv2.resize(code, None, fx=8, fy=8, interpolation=cv2.INTER_NEAREST)
     h, w = big.shape
     xs = np.linspace(-1, 1, w, dtype=np.float32)
-    theta = xs * strength
-    src_x = (np.sin(theta) / np.sin(strength) + 1) / 2 * (w - 1)
+    arc = np.arcsin(xs * np.sin(strength)) / strength
+    theta = arc * strength
+    src_x = (arc + 1) / 2 * (w - 1)
     bow = (1 - np.cos(theta)) * h * 0.08
     map_x = np.tile(src_x, (h, 1)).astype(np.float32)
     map_y = (np.arange(h, dtype=np.float32)[:, None] + bow[None, :]).astype(np.float32)
     shade = (0.75 + 0.25 * np.cos(theta))[None, :]
     curved = cv2.remap(big, map_x, map_y, cv2.INTER_LINEAR, borderValue=255).astype(np.float32) * shade
-    return cv2.resize(curved.astype(np.uint8), (code.shape[1], code.shape[0]), interpolation=cv2.INTER_AREA)
+    return curved.astype(np.uint8)
 
 
 @dataclass
@@ -121,7 +125,7 @@ def frame(condition: str, seed: int) -> Sample:
             quad = _quad(nrng, csize, 0.18 if condition == "perspective" else tilt)
         if condition in ("dark", "moire"):
             _screen(img, quad, nrng)
-        _paste(img, code, quad)
+        _paste(img, code, quad, scale=1 if condition == "curved" else 8)
     img = _degrade(img, condition, nrng)
     ok, jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(nrng.integers(70, 90))])
     return Sample(condition, cv2.imdecode(jpeg, cv2.IMREAD_GRAYSCALE), texts)
