@@ -89,8 +89,7 @@ def _fit(size: int, curvature: float, bow: float, across: bool, cols: np.ndarray
 
 
 def _apply(matrix: np.ndarray, x: np.ndarray, y: np.ndarray):
-    if matrix.shape[0] == 2:
-        return (matrix[0, 0] * x + matrix[0, 1] * y + matrix[0, 2], matrix[1, 0] * x + matrix[1, 1] * y + matrix[1, 2])
+    """(x, y) through a 3x3 perspective matrix."""
     w = matrix[2, 0] * x + matrix[2, 1] * y + matrix[2, 2]
     return ((matrix[0, 0] * x + matrix[0, 1] * y + matrix[0, 2]) / w,
             (matrix[1, 0] * x + matrix[1, 1] * y + matrix[1, 2]) / w)
@@ -137,8 +136,8 @@ def sample(gray: np.ndarray, points: np.ndarray, size: int, curvature: float, bo
                             np.float32([3, 3, size - 4, size - 7]))).T
     if len(points) == 4:
         matrix = cv2.getPerspectiveTransform(known, points)
-    else:
-        matrix = cv2.getAffineTransform(known[:3], points)
+    else:  # no alignment pattern (version 1, or not found): an affine fit through the three finders
+        matrix = np.vstack([cv2.getAffineTransform(known[:3], points), [0, 0, 1]])
     px, py = _apply(matrix, *_fit(size, curvature, bow, across, cols, rows))
     h, w = gray.shape
     if px.min() < 0 or py.min() < 0 or px.max() > w - 1 or py.max() > h - 1:
