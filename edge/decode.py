@@ -50,8 +50,9 @@ class ZxingDecoder:
             if not barcode.valid:  # never report a read whose error correction failed
                 continue
             code = code_from_bytes(bytes(barcode.bytes))
-            if code.text is None and barcode.content_type == zx.ContentType.Text:
-                # Not UTF-8 but declared or defaulted text (ISO-8859-1, an ECI charset): zxing transcoded it.
+            if code.text is None and barcode.content_type in (zx.ContentType.Text, zx.ContentType.Mixed):
+                # Not UTF-8 but text in a declared or guessed charset (an ECI, ISO-8859-1, GB2312, Shift_JIS),
+                # control characters and all (Mixed): zxing transcoded it. Binary content keeps no text.
                 code = Code(code.data, barcode.text)
             p = barcode.position
             corners = (p.top_left, p.top_right, p.bottom_right, p.bottom_left)

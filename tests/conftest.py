@@ -20,7 +20,7 @@ from edge.cli import main as cli_main  # noqa: E402
 from .waiting import patience
 
 
-def qr_image(content: str | bytes, *, scale: int = 6, dark: bool = False, size: tuple[int, int] | None = None,
+def qr_image(content: str | bytes | list, *, scale: int = 6, dark: bool = False, size: tuple[int, int] | None = None,
              at: tuple[int, int] = (20, 20), canvas: np.ndarray | None = None,
              encoding: str | None = None) -> np.ndarray:
     """A grayscale image holding a QR code (UTF-8 without ECI for non-ASCII text, as phone apps emit)."""

@@ -68,6 +68,18 @@ def test_latin1_text_is_transcoded(zxing):
     assert code.data == b"caf\xe9" and code.text == "café"
 
 
+def test_text_with_control_characters_in_a_guessed_charset_is_transcoded(zxing):
+    # Like a China Mobile code: control characters in byte mode, then a kanji-mode segment, whose mode says
+    # its charset (Shift_JIS here; GB2312 in a hanzi-mode segment). Its bytes are not UTF-8.
+    from segno import consts
+
+    [code] = zxing.decode(qr_image([(b"\x01\x10AD:SUB:", consts.MODE_BYTE), ("阿", consts.MODE_KANJI),
+                                    (b";;", consts.MODE_BYTE)]))
+    assert code.data == b"\x01\x10AD:SUB:\x88\xa2;;" and code.text == "\x01\x10AD:SUB:阿;;"
+    text, malformed = examine(code, 2048)
+    assert malformed and text == "\\x01\\x10AD:SUB:\\x88\\xa2;;"  # controls: malformed, recorded as bytes
+
+
 def blurred_frame(text: str, *, length: int = 13, angle: float = 35, at=(200, 420), rng_seed: int = 5):
     """A 1280x720 frame: a cluttered scene, one code, a straight motion blur over all, JPEG like a USB camera."""
     rng = np.random.default_rng(rng_seed)
