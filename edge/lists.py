@@ -219,7 +219,8 @@ class ListFile:
 def _open_list(path: Path, readonly: bool) -> sqlite3.Connection:
     conn = connect(path, readonly=readonly)
     conn.execute("PRAGMA cache_size = -4096")  # 4 MiB per list: the B-tree's interior pages of 10M entries fit
-    threading.Thread(target=_prefetch, args=(path,), name="list-prefetch", daemon=True).start()
+    if readonly:  # lookups and scans; a writer applying a delta touches only the pages it changes
+        threading.Thread(target=_prefetch, args=(path,), name="list-prefetch", daemon=True).start()
     return conn
 
 

@@ -22,7 +22,7 @@ from edge.config import apply_layers, parse_settings, parse_toml
 from edge.lists import ListInfo, ListStore, check_name, key_id as hash_key_id
 from edge.statefile import write_json
 
-from . import listwire
+from . import listwire, remote
 from .bundle import MAX_BUNDLE, Header, header, key_id, load_private, new_private, private_pem, public_text, \
     sign, target_topic
 
@@ -75,9 +75,7 @@ def read_private(path: Path):
 
 
 def read_hash_key(path: Path) -> bytes:
-    from .remote import read_hash_key as read_keys
-
-    [key] = read_keys(str(path)).values()
+    [key] = remote.read_hash_key(str(path)).values()
     return key
 
 
