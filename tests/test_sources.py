@@ -14,7 +14,7 @@ from drivers.sources.frames import CaptureReader, replay_reader
 from drivers.sources.lines import LinesSource, LineSplitter
 
 from .conftest import qr_image
-from .waiting import patience
+from .waiting import wait_until
 
 
 def drain(source, limit=1000, timeout=0.5):
@@ -104,11 +104,11 @@ def test_replay_list_file_skips_unreadable_and_loops(tmp_path, frames_dir):
 def test_paced_replay_drops_stale_frames_for_a_slow_consumer(frames_dir):
     source = FrameSource(replay_reader(str(frames_dir)), name="r", fps=100, loop=True)
     source.start()
-    deadline = time.monotonic() + patience(30)
-    while source.stats.dropped < 10 and time.monotonic() < deadline:
-        time.sleep(0.1)  # a decoder that fell behind
-    frame = source.get(1)
-    source.close()
+    try:  # nothing takes frames meanwhile: a decoder that fell behind
+        wait_until(lambda: source.stats.dropped >= 10, 30, what="stale frames dropped", interval=0.1)
+        frame = source.get(1)
+    finally:
+        source.close()
     assert frame is not None and source.stats.dropped >= 10  # kept the newest, dropped the rest
 
 
