@@ -2,9 +2,13 @@
 
 Lists live apart from the entries so that replacing a large list never holds the entries' write lock.
 A new version is built in a file of its own, away from the one scanning reads, and swapped in by one
-catalog commit; a delta changes the current file in one WAL transaction, which a reader sees whole or not
-at all. A list may hold its codes as keyed hashes (HMAC-SHA256 cut to 16 bytes): a scanned code is hashed
-with the same key before lookup, so the device never stores a readable list of ID numbers.
+catalog commit. A delta goes into the file's overlay table in one WAL transaction, which a reader sees
+whole or not at all, and which writes pages in proportion to the delta, not to the list; the overlay is
+folded into the entries once in many deltas. A reader keeps one read snapshot of its list files for up
+to HOLD_S and learns of a writer's commit from a stamp in a small shared file (lists.gen), so a lookup
+costs no lock or stat system call, only the read of a page that is not cached. A list may hold its codes
+as keyed hashes (HMAC-SHA256 cut to 16 bytes): a scanned code is hashed with the same key before lookup,
+so the device never stores a readable list of ID numbers.
 """
 from __future__ import annotations
 
@@ -12,10 +16,13 @@ import csv
 import hashlib
 import hmac
 import logging
+import mmap
 import os
 import re
 import sqlite3
 import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
@@ -33,19 +40,43 @@ CREATE TABLE IF NOT EXISTS lists (
 CREATE TABLE IF NOT EXISTS list_versions (name TEXT PRIMARY KEY, last_version INTEGER NOT NULL);
 """
 # One list version. Codes are TEXT, or 16-byte BLOBs in a hashed list. The version sits in the same file,
-# so a lookup reads it in the same snapshot as the entry it found.
+# so a lookup reads it in the same snapshot as the entry it found. `entries` is written once, in key order,
+# when the file is built; deltas go to `overlay`, which shadows entries (removed = 1: the code is gone), so
+# a delta writes pages in proportion to its own size, not to the list's: a 100,000-entry delta on a
+# 10-million-entry list rewrote most of its 70,000 leaf pages in place.
+OVERLAY = """
+CREATE TABLE IF NOT EXISTS overlay (code NOT NULL PRIMARY KEY, deny INTEGER NOT NULL, label TEXT,
+    valid_from INTEGER, valid_until INTEGER, removed INTEGER NOT NULL) WITHOUT ROWID;
+"""
 LIST_FILE = """
 CREATE TABLE meta (version INTEGER NOT NULL, hash_key TEXT);
 CREATE TABLE entries (code NOT NULL PRIMARY KEY, deny INTEGER NOT NULL, label TEXT,
     valid_from INTEGER, valid_until INTEGER) WITHOUT ROWID;
-"""
-_LOOKUP = ("SELECT deny, label, valid_from, valid_until, (SELECT version FROM meta) FROM entries WHERE code = ?")
+""" + OVERLAY
+_COLUMNS = "code, deny, label, valid_from, valid_until"
+_LOOKUP = ("SELECT deny, label, valid_from, valid_until, removed, (SELECT version FROM meta) FROM overlay "
+           "WHERE code = ?1 UNION ALL SELECT deny, label, valid_from, valid_until, 0, (SELECT version FROM meta) "
+           "FROM entries WHERE code = ?1 LIMIT 1")
+# Every entry of a list file in key order, with its overlay applied.
+ROWS = (f"SELECT {_COLUMNS} FROM (SELECT {_COLUMNS} FROM entries WHERE code NOT IN (SELECT code FROM overlay) "
+        f"UNION ALL SELECT {_COLUMNS} FROM overlay WHERE removed = 0) ORDER BY code")
+# Whether a delta's code is on the list now: the overlay says so if it holds the code, else the entries.
+_PRESENT = ("coalesce((SELECT NOT removed FROM overlay o WHERE o.code = d.code), "
+            "EXISTS (SELECT 1 FROM entries e WHERE e.code = d.code))")
+ADDED, CHANGED, REMOVED = 0, 1, 2
+# The overlay is folded into the entries once it holds FOLD_ROWS rows, or FOLD_SHARE of the list if more:
+# a rewrite of the whole B-tree, paid once in many deltas instead of by each.
+FOLD_ROWS = 500_000
+FOLD_SHARE = 0.125
 HASH_BYTES = 16
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 COLUMNS = ("code", "action", "label", "valid_from", "valid_until")
 MAX_LABEL = 200
 MAX_LINE_BYTES = 1 << 20
+# A reader's snapshot of the list files lasts this long at most, so that an idle reader does not keep a
+# replaced file on disk, nor stop SQLite from checkpointing a delta's pages, for longer.
+HOLD_S = 1.0
 
 
 class ListError(Exception):
@@ -240,18 +271,63 @@ def _prefetch(path: Path) -> None:
         os.close(fd)
 
 
+class Generation:
+    """A stamp that every writer replaces after each catalog commit, in a file each process maps into
+    memory: a reader learns of another process's swap or delta by one memory read per lookup, where
+    asking the catalog would take a read transaction (four system calls) each time."""
+
+    SIZE = 8
+
+    def __init__(self, path: Path, *, writer: bool):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT if writer else os.O_RDONLY, 0o644)
+        try:
+            if writer and os.fstat(fd).st_size < self.SIZE:
+                os.ftruncate(fd, self.SIZE)
+            self.map = mmap.mmap(fd, self.SIZE, access=mmap.ACCESS_WRITE if writer else mmap.ACCESS_READ)
+        finally:
+            os.close(fd)
+
+    @classmethod
+    def open(cls, path: Path, *, writer: bool) -> Generation | None:
+        """None where there is no stamp (a read-only view before any writer made one, or a file that cannot
+        be one): readers then ask the catalog, on every lookup or every HOLD_S."""
+        try:
+            return cls(path, writer=writer)
+        except (OSError, ValueError) as exc:
+            if writer:
+                log.warning("list stamp %s unusable (%s): other processes see list changes up to %.0f s late",
+                            path, exc, HOLD_S)
+            return None
+
+    def read(self) -> bytes:
+        return self.map[:self.SIZE]
+
+    def bump(self) -> None:
+        # Random rather than counted: two writers that bump at once still leave a stamp no reader has
+        # seen, and the last one written follows both commits.
+        self.map[:self.SIZE] = os.urandom(self.SIZE)
+
+    def close(self) -> None:
+        self.map.close()
+
+
 class ListStore:
-    """The catalog and the open list files. A reader notices another process's or thread's swap by the
-    catalog's data_version, at the cost of one PRAGMA per lookup."""
+    """The catalog and the open list files. Lookups read the list files in one snapshot, renewed when the
+    generation stamp moves or HOLD_S has passed; without a stamp, on every lookup."""
 
     def __init__(self, path: str | Path, *, readonly: bool = False, hash_keys: dict[str, bytes] | None = None):
         self.path = Path(path)
         self.dir = self.path.parent / "lists.d"
         self.readonly = readonly
         self.hash_keys = dict(hash_keys or {})
+        in_memory = str(path) == ":memory:"
         self.conn = connect(self.path, readonly=readonly)
-        self._seen: tuple[int, int] | None = None
+        self.generation = None if in_memory else Generation.open(self.path.with_suffix(".gen"),
+                                                                  writer=not readonly)
+        self._seen: tuple | None = None
         self._open: dict[str, tuple[ListInfo, sqlite3.Connection]] = {}
+        self._stamp: bytes | None = None
+        self._held_since: float | None = None  # when the list files' snapshot began; None: none held
         if not readonly:
             self.conn.executescript(CATALOG)
             self._migrate()
@@ -261,23 +337,54 @@ class ListStore:
         for _, conn in self._open.values():
             conn.close()
         self._open.clear()
+        self._held_since = None
         self.conn.close()
+        if self.generation:
+            self.generation.close()
 
     # -- reading ---------------------------------------------------------------------------------
     def _current(self) -> dict[str, tuple[ListInfo, sqlite3.Connection]]:
-        # data_version moves with other connections' commits, total_changes with this one's.
-        version = (self.conn.execute("PRAGMA data_version").fetchone()[0], self.conn.total_changes)
-        if version != self._seen:
-            self._seen = version
+        self.release_old_snapshot()
+        if self._held_since is None:
+            self._renew(self.generation.read() if self.generation else None)
+        return self._open
+
+    def release_old_snapshot(self) -> None:
+        """End the list files' snapshot once a writer moved the stamp or HOLD_S passed (at once without a
+        stamp to watch). The daemon calls this while idle too, so that no snapshot outlives a change
+        or HOLD_S by much."""
+        if self._held_since is not None and (
+                self.generation is None or self.generation.read() != self._stamp
+                or time.monotonic() - self._held_since > HOLD_S):
+            self._release()
+
+    def _release(self) -> None:
+        for _, conn in self._open.values():
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+        self._held_since = None
+
+    def _renew(self, stamp: bytes | None) -> None:
+        # The stamp moves with writers that use this class; data_version with any other connection's
+        # commit to the catalog, total_changes with this one's.
+        self._stamp = stamp
+        seen = (stamp, self.conn.execute("PRAGMA data_version").fetchone()[0], self.conn.total_changes)
+        if seen != self._seen:
+            self._seen = seen
             infos = {i.name: i for i in self.infos()}
             for name, (info, conn) in list(self._open.items()):
-                if infos.get(name) != info:
+                new = infos.get(name)
+                if new is not None and new.file == info.file:
+                    self._open[name] = (new, conn)  # a delta changed the file in place: keep its cache
+                else:
                     conn.close()
                     del self._open[name]
             for name, info in infos.items():
                 if name not in self._open and info.file:
                     self._open[name] = (info, _open_list(self.dir / info.file, readonly=True))
-        return self._open
+        for _, conn in self._open.values():
+            conn.execute("BEGIN")  # the snapshot begins with the first lookup's read
+        self._held_since = time.monotonic()
 
     def infos(self) -> list[ListInfo]:
         try:
@@ -313,8 +420,8 @@ class ListStore:
             if names and name not in names:
                 continue
             row = conn.execute(_LOOKUP, (self._key(info, code),)).fetchone()
-            if row is not None:
-                matches.append(Match(name, row[4], bool(row[0]), row[1], row[2], row[3]))
+            if row is not None and not row[4]:
+                matches.append(Match(name, row[5], bool(row[0]), row[1], row[2], row[3]))
         return matches
 
     def entries(self, name: str) -> Iterator[tuple]:
@@ -323,7 +430,7 @@ class ListStore:
             return
         conn = _open_list(self.dir / info.file, readonly=True)
         try:
-            yield from conn.execute("SELECT code, deny, label, valid_from, valid_until FROM entries ORDER BY code")
+            yield from conn.execute(ROWS)
         finally:
             conn.close()
 
@@ -331,6 +438,14 @@ class ListStore:
         return key_id is None or key_id in self.hash_keys
 
     # -- writing ---------------------------------------------------------------------------------
+    @contextmanager
+    def _catalog_commit(self):
+        """A catalog transaction; once committed, readers are told by the generation stamp."""
+        with transaction(self.conn) as conn:
+            yield conn
+        if self.generation:
+            self.generation.bump()
+
     def new_file(self, name: str, version: int, hash_key: str | None) -> ListFile:
         check_name(name)
         return ListFile(self.dir / f"{name}.{version}.db", version, hash_key)
@@ -364,7 +479,7 @@ class ListStore:
                 hash_key: str | None) -> ListInfo:
         """Swap a finished file in as the list's current version: one catalog commit; the old file goes."""
         info = ListInfo(name, version, count, wall_ms(), source, sha256, path.name, hash_key)
-        with transaction(self.conn) as conn:
+        with self._catalog_commit() as conn:
             if version <= self._last_version(name):
                 raise ListError(f"list {name}: version {version} is not newer than {self._last_version(name)}")
             old = conn.execute("SELECT file FROM lists WHERE name = ?", (name,)).fetchone()
@@ -378,7 +493,7 @@ class ListStore:
 
     def apply_delta(self, name: str, *, base: int, version: int, changes, count: int, sha256: str,
                     source: str | None) -> ListInfo:
-        """Change version `base` of a list into `version` in place, in one transaction of its file.
+        """Change version `base` of a list into `version`, in one transaction of its file's overlay.
 
         `changes` (added, changed, removed) says which codes the sender believed present: a code added that
         is here, or changed or removed that is not, or another resulting count, shows the delta was made
@@ -389,34 +504,66 @@ class ListStore:
             raise ListError(f"list {name}: delta applies to version {base}, this device holds "
                             f"{info.version if info else 'none'}")
         mismatch = f"list {name}: the delta was made against other contents than version {base} here"
+        if info.count - len(changes.removed) + len(changes.added) != count:
+            raise ListError(f"{mismatch} (its sender expected {count} entries)")
         conn = _open_list(self.dir / info.file, readonly=False)
         try:
+            conn.execute("PRAGMA temp_store = MEMORY")
+            conn.execute("CREATE TEMP TABLE delta (code NOT NULL PRIMARY KEY, kind INTEGER NOT NULL, deny INTEGER "
+                         "NOT NULL, label TEXT, valid_from INTEGER, valid_until INTEGER) WITHOUT ROWID")
             with transaction(conn):
-                removed = conn.executemany("DELETE FROM entries WHERE code = ?",
-                                           ((code,) for code in changes.removed)).rowcount
-                updated = conn.executemany(
-                    "UPDATE entries SET deny = ?, label = ?, valid_from = ?, valid_until = ? WHERE code = ?",
-                    ((r[1], r[2], r[3], r[4], r[0]) for r in changes.changed)).rowcount
-                if max(removed, 0) != len(changes.removed) or max(updated, 0) != len(changes.changed):
-                    raise ListError(f"{mismatch} (codes to change or remove are missing)")
                 try:
-                    conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)", changes.added)
+                    conn.executemany("INSERT INTO temp.delta VALUES (?, 0, ?, ?, ?, ?)", changes.added)
+                    conn.executemany("INSERT INTO temp.delta VALUES (?, 1, ?, ?, ?, ?)", changes.changed)
+                    conn.executemany("INSERT INTO temp.delta VALUES (?, 2, 0, NULL, NULL, NULL)",
+                                     ((code,) for code in changes.removed))
                 except sqlite3.IntegrityError:
-                    raise ListError(f"{mismatch} (a code to add is already here)") from None
-                if info.count - len(changes.removed) + len(changes.added) != count:
-                    raise ListError(f"{mismatch} (its sender expected {count} entries)")
+                    raise ListError(f"list {name}: the delta names a code twice") from None
+                missing, here = conn.execute(
+                    f"SELECT count(*) FILTER (WHERE kind != {ADDED} AND NOT {_PRESENT}), "
+                    f"count(*) FILTER (WHERE kind = {ADDED} AND {_PRESENT}) FROM temp.delta d").fetchone()
+                if missing:
+                    raise ListError(f"{mismatch} (codes to change or remove are missing)")
+                if here:
+                    raise ListError(f"{mismatch} (a code to add is already here)")
+                conn.execute(f"INSERT OR REPLACE INTO overlay SELECT code, deny, label, valid_from, valid_until, "
+                             f"kind = {REMOVED} FROM temp.delta")
+                # A code both added and removed since the entries were written leaves no trace.
+                conn.execute(f"DELETE FROM overlay WHERE removed AND code IN (SELECT code FROM temp.delta WHERE "
+                             f"kind = {REMOVED}) AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.code = overlay.code)")
                 conn.execute("UPDATE meta SET version = ?", (version,))
         finally:
             conn.close()
         new = ListInfo(name, version, count, wall_ms(), source, sha256, info.file, info.hash_key)
-        with transaction(self.conn) as cat:
+        with self._catalog_commit() as cat:
             cat.execute("UPDATE lists SET version = ?, count = ?, imported_ms = ?, source = ?, sha256 = ? "
                         "WHERE name = ?", (version, count, new.imported_ms, source, sha256, name))
             cat.execute("INSERT OR REPLACE INTO list_versions VALUES (?, ?)", (name, version))
         return new
 
+    def fold(self, name: str, *, at_rows: int | None = None) -> int:
+        """Fold the list's overlay into its entries once it holds at_rows rows (default: FOLD_ROWS, or
+        FOLD_SHARE of the list); returns the rows folded, 0 if it was not due. Readers keep their snapshot
+        meanwhile; what they find does not change."""
+        info = self.info(name)
+        if info is None or not info.file:
+            return 0
+        conn = _open_list(self.dir / info.file, readonly=False)
+        try:
+            rows = conn.execute("SELECT count(*) FROM overlay").fetchone()[0]
+            if not rows or rows < (max(FOLD_ROWS, int(info.count * FOLD_SHARE)) if at_rows is None else at_rows):
+                return 0
+            with transaction(conn):
+                conn.execute("DELETE FROM entries WHERE code IN (SELECT code FROM overlay)")
+                conn.execute(f"INSERT INTO entries SELECT {_COLUMNS} FROM overlay WHERE removed = 0")
+                conn.execute("DELETE FROM overlay")
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
+        return rows
+
     def remove(self, name: str) -> bool:
-        with transaction(self.conn) as conn:
+        with self._catalog_commit() as conn:
             old = conn.execute("SELECT file FROM lists WHERE name = ?", (name,)).fetchone()
             conn.execute("DELETE FROM lists WHERE name = ?", (name,))
         if old and old[0]:
@@ -424,7 +571,7 @@ class ListStore:
         return old is not None
 
     def _delete_file(self, file: str) -> None:
-        # A reader that still has it open keeps reading the old version until its next data_version check.
+        # A reader that still has it open reads the old version until the stamp tells it, or HOLD_S passed.
         for suffix in ("", "-wal", "-shm"):
             (self.dir / (file + suffix)).unlink(missing_ok=True)
 
@@ -444,7 +591,7 @@ class ListStore:
             building.add(self.conn.execute("SELECT code, deny, label, valid_from, valid_until FROM list_entries "
                                            "WHERE list = ? ORDER BY code", (info.name,)))
             building.finish()
-            with transaction(self.conn) as conn:
+            with self._catalog_commit() as conn:
                 conn.execute("UPDATE lists SET file = ? WHERE name = ?", (building.path.name, info.name))
             log.info("list %s moved into %s", info.name, building.path)
         self.conn.execute("DROP TABLE list_entries")
@@ -460,10 +607,11 @@ class ListStore:
             try:
                 conn = _open_list(self.dir / info.file, readonly=False)
                 try:
+                    conn.executescript(OVERLAY)  # files written before deltas went to an overlay
                     version = conn.execute("SELECT version FROM meta").fetchone()[0]
                     if version != info.version:
-                        count = conn.execute("SELECT count(*) FROM entries").fetchone()[0]
-                        with transaction(self.conn) as cat:
+                        count = conn.execute(f"SELECT count(*) FROM ({ROWS})").fetchone()[0]
+                        with self._catalog_commit() as cat:
                             cat.execute("UPDATE lists SET version = ?, count = ? WHERE name = ?",
                                         (version, count, info.name))
                             cat.execute("INSERT OR REPLACE INTO list_versions VALUES (?, ?)", (info.name, version))

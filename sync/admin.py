@@ -19,7 +19,7 @@ from pathlib import Path
 
 from edge.clock import wall_ms
 from edge.config import apply_layers, parse_settings, parse_toml
-from edge.lists import ListInfo, ListStore, check_name, key_id as hash_key_id
+from edge.lists import ROWS, ListInfo, ListStore, check_name, key_id as hash_key_id
 from edge.statefile import write_json
 
 from . import listwire, remote
@@ -191,9 +191,7 @@ class HubLists:
             if old is not None:
                 previous = sqlite3.connect(f"file:{kept}?mode=ro", uri=True)
                 try:
-                    added, changed, removals = diff(previous.execute("SELECT code, deny, label, valid_from, valid_until "
-                                                              "FROM entries ORDER BY code"),
-                                             self.store.entries(name))
+                    added, changed, removals = diff(previous.execute(ROWS), self.store.entries(name))
                 finally:
                     previous.close()
                 if len(added) + len(changed) + len(removals) <= listwire.MAX_RECORDS:

@@ -306,6 +306,11 @@ class Receiver:
                  self.timings["delta_apply_s"])
         self._ack(bundle, accepted=True)
         self._moved(head.name, head.base, head.version)
+        started = time.monotonic()
+        if folded := self.lists.fold(head.name):  # after the ack: the hub need not wait for it
+            self.timings["fold_s"] = round(time.monotonic() - started, 3)
+            log.info("remote: list %s: %d delta rows folded into its entries in %.1f s", head.name, folded,
+                     self.timings["fold_s"])
 
     def _moved(self, name: str, old: int, new: int) -> None:
         self._unsubscribe([self._delta_topic(t, name, old) for t in self.targets])

@@ -2,11 +2,17 @@
 from __future__ import annotations
 
 import io
+import sqlite3
+import time
 
 import pytest
 
+from edge import lists as lists_module
 from edge.clock import parse_instant
-from edge.lists import ListError, ListStore
+from edge.lists import HOLD_S, ListError, ListStore
+from sync import listwire
+
+from .waiting import wait_until
 
 ZONE = "Asia/Ho_Chi_Minh"
 HEADER = "code,action,label,valid_from,valid_until\n"
@@ -122,3 +128,170 @@ def test_cli_import_show_remove(tmp_path, make_config, cli):
     assert cli("list", "remove", "people", "--config", config)[0] == 1
     status, _, err = cli("list", "import", "people", tmp_path / "none.csv", "--config", config)
     assert status == 1 and "No such file" in err
+
+
+# ---- readers in other processes ------------------------------------------------------------------------
+def catalog_statements(store):
+    seen = []
+    store.conn.set_trace_callback(seen.append)
+    return seen
+
+
+def test_a_reader_sees_each_commit_at_its_next_lookup_and_otherwise_asks_the_catalog_nothing(lists, tmp_path):
+    load(lists, "code\na\nb\n")
+    reader = ListStore(tmp_path / "lists.db", readonly=True)
+    try:
+        assert [m.list_version for m in reader.lookup("a")] == [1]
+        asked = catalog_statements(reader)
+        assert reader.lookup("b") and reader.lookup("zz") == [] and asked == []  # one snapshot, held
+        load(lists, "code\nb\nc\n")  # a new file swapped in
+        assert reader.lookup("a") == [] and [m.list_version for m in reader.lookup("c")] == [2]
+        row = ("d", True, None, None, None)
+        lists.apply_delta("travellers", base=2, version=3, changes=listwire.Changes([row], [], ["b"]), count=2,
+                          sha256="0" * 64, source="t")  # the same file changed in place
+        assert reader.lookup("b") == [] and [(m.list_version, m.deny) for m in reader.lookup("d")] == [(3, True)]
+        lists.remove("travellers")
+        assert reader.lookup("c") == []
+    finally:
+        reader.close()
+
+
+def test_a_commit_by_another_program_is_seen_within_the_hold(lists, tmp_path):
+    load(lists, "code\na\n")
+    reader = ListStore(tmp_path / "lists.db", readonly=True)
+    try:
+        assert reader.lookup("a")
+        other = sqlite3.connect(tmp_path / "lists.db", isolation_level=None)
+        other.execute("DELETE FROM lists")  # by hand, so no stamp moves
+        other.close()
+        began = time.monotonic()
+        wait_until(lambda: reader.lookup("a") == [], what="the hand-made change seen")
+        assert time.monotonic() - began < HOLD_S + 5
+    finally:
+        reader.close()
+
+
+def test_an_idle_reader_lets_a_delta_be_checkpointed(lists, tmp_path, monkeypatch):
+    monkeypatch.setattr(lists_module, "HOLD_S", 0.05)
+    load(lists, "code\n" + "".join(f"{i:06d}\n" for i in range(5000)))
+    reader = ListStore(tmp_path / "lists.db", readonly=True)
+    try:
+        assert reader.lookup("000001")
+        changes = listwire.Changes([(f"x{i}", False, None, None, None) for i in range(500)], [], [])
+        lists.apply_delta("travellers", base=1, version=2, changes=changes, count=5500, sha256="0" * 64, source="t")
+        [file] = (tmp_path / "lists.d").glob("travellers.*.db")
+
+        def checkpoint():
+            db = sqlite3.connect(file)
+            try:
+                return db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            finally:
+                db.close()
+
+        busy, frames, done = checkpoint()
+        assert frames > 0 and done < frames  # the reader's snapshot predates the delta's pages
+        time.sleep(0.1)
+        reader.release_old_snapshot()  # as the daemon does while idle
+        busy, frames, done = checkpoint()
+        assert busy == 0 and done == frames
+        assert [m.list_version for m in reader.lookup("x7")] == [2]
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize("stamp", ["short", "directory", "missing"])
+def test_a_damaged_or_missing_stamp_file_only_slows_noticing(lists, tmp_path, stamp):
+    lists.close()
+    gen = tmp_path / "lists.gen"
+    gen.unlink()
+    if stamp == "short":
+        gen.write_bytes(b"\xff")
+    elif stamp == "directory":
+        gen.mkdir()
+    reader = ListStore(tmp_path / "lists.db", readonly=True)  # before any writer could mend it
+    writer = ListStore(tmp_path / "lists.db")
+    try:
+        assert reader.lookup("a") == []
+        load(writer, "code\na\n")
+        wait_until(lambda: reader.lookup("a") != [], what="the import seen")
+        assert gen.is_dir() or gen.stat().st_size == 8
+    finally:
+        reader.close()
+        writer.close()
+
+
+# ---- deltas: an overlay over the entries, folded in now and then ------------------------------------
+def rows(store, name="travellers"):
+    return [(r[0], bool(r[1]), r[2]) for r in store.entries(name)]
+
+
+def delta(store, base, added=(), changed=(), removed=(), name="travellers"):
+    info = store.info(name)
+    row = lambda r: (r[0], r[1], r[2], None, None)  # noqa: E731
+    return store.apply_delta(name, base=base, version=base + 1,
+                             changes=listwire.Changes([row(r) for r in added], [row(r) for r in changed],
+                                                      list(removed)),
+                             count=info.count + len(added) - len(removed), sha256=f"{base + 1:064d}", source="t")
+
+
+def test_deltas_then_a_fold_keep_every_answer(lists):
+    load(lists, "code,action,label\na,allow,A\nb,allow,B\nc,deny,C\nd,allow,D\n")
+    delta(lists, 1, added=[("e", False, "E")], changed=[("a", True, "A2")], removed=["b"])
+    delta(lists, 2, added=[("b", False, "B2"), ("f", False, None)], removed=["c", "e"])  # e: added, then gone
+    delta(lists, 3, changed=[("f", True, "F")], removed=["d"])
+    expected = [("a", True, "A2"), ("b", False, "B2"), ("f", True, "F")]
+    answers = {code: [(m.list_version, m.deny, m.label) for m in lists.lookup(code)] for code in "abcdef"}
+    assert rows(lists) == expected and lists.info("travellers").count == 3
+    assert answers == {"a": [(4, True, "A2")], "b": [(4, False, "B2")], "c": [], "d": [], "e": [],
+                       "f": [(4, True, "F")]}
+    assert lists.fold("travellers") == 0  # not due: a few rows
+    assert lists.fold("travellers", at_rows=1) > 0 and lists.fold("travellers", at_rows=1) == 0
+    assert rows(lists) == expected
+    assert {code: [(m.list_version, m.deny, m.label) for m in lists.lookup(code)] for code in "abcdef"} == answers
+    delta(lists, 4, added=[("c", False, None)], removed=["a"])  # deltas go on after a fold
+    assert rows(lists) == [("b", False, "B2"), ("c", False, None), ("f", True, "F")]
+
+
+def test_a_delta_that_names_a_code_twice_or_against_the_overlay_changes_nothing(lists):
+    load(lists, "code\na\nb\n")
+    delta(lists, 1, removed=["a"])
+    for bad, reason in [(dict(added=[("x", False, None)], removed=["x"]), "names a code twice"),
+                        (dict(removed=["a"]), "missing"),  # already removed by the overlay
+                        (dict(changed=[("a", True, None)]), "missing"),
+                        (dict(added=[("b", False, None)]), "already here")]:
+        with pytest.raises(ListError, match=reason):
+            delta(lists, 2, **bad)
+        assert lists.info("travellers").version == 2 and rows(lists) == [("b", False, None)]
+    delta(lists, 2, added=[("a", True, None)])  # back, now denied
+    assert [(m.list_version, m.deny) for m in lists.lookup("a")] == [(3, True)]
+
+
+def test_a_list_file_from_before_the_overlay_is_given_one(lists, tmp_path):
+    load(lists, "code\na\nb\n")
+    lists.close()
+    [file] = (tmp_path / "lists.d").glob("travellers.*.db")
+    old = sqlite3.connect(file)
+    old.execute("DROP TABLE overlay")
+    old.close()
+    store = ListStore(tmp_path / "lists.db")
+    try:
+        assert [m.list_version for m in store.lookup("a")] == [1]
+        delta(store, 1, added=[("c", False, None)], removed=["a"])
+        assert rows(store) == [("b", False, None), ("c", False, None)]
+    finally:
+        store.close()
+
+
+def test_a_power_cut_after_a_delta_reaches_its_file_but_not_the_catalog(lists, tmp_path):
+    load(lists, "code\na\nb\nc\n")
+    delta(lists, 1, added=[("d", False, None)], removed=["a", "b"])
+    lists.close()
+    catalog = sqlite3.connect(tmp_path / "lists.db", isolation_level=None)
+    catalog.execute("UPDATE lists SET version = 1, count = 3")  # as if the catalog's commit never happened
+    catalog.close()
+    store = ListStore(tmp_path / "lists.db")
+    try:
+        info = store.info("travellers")
+        assert (info.version, info.count) == (2, 2) and rows(store) == [("c", False, None), ("d", False, None)]
+    finally:
+        store.close()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from edge import lists as lists_module
 from edge.clock import wall_ms
 from edge.config import load_settings
 from edge.lists import ListStore, hash_code
@@ -274,7 +275,9 @@ def csv_rows(codes, action="allow"):
     return "code,action\n" + "".join(f"{c},{action}\n" for c in codes)
 
 
-def test_list_snapshot_then_deltas_and_hashed_codes(tmp_path, broker, key, hub):
+def test_list_snapshot_then_deltas_and_hashed_codes(tmp_path, broker, key, hub, monkeypatch):
+    monkeypatch.setattr(lists_module, "FOLD_ROWS", 3)  # the delta's overlay is folded in after it, too
+    monkeypatch.setattr(lists_module, "FOLD_SHARE", 0)
     hash_key = bytes(range(32))
     (tmp_path / "hk").write_text(hash_key.hex())
     dev = Device(tmp_path / "dev1", broker.port, [key], extra=f'hash_key_file = "{tmp_path / "hk"}"').start()
@@ -297,7 +300,10 @@ def test_list_snapshot_then_deltas_and_hashed_codes(tmp_path, broker, key, hub):
         assert lookup(dev, codes[10]) == [("citizens", 2, True)]
         store = dev.lists()
         assert store.info("citizens").count == len(new)
+        assert [(row[0], bool(row[1])) for row in store.entries("citizens")] == sorted(
+            (hash_code(hash_key, c), c == codes[10]) for c in new)
         store.close()
+        assert "fold_s" in dev.receiver.timings
         assert dev.rejected() is None
     finally:
         dev.stop()
