@@ -513,9 +513,9 @@ class ListStore:
                          "NOT NULL, label TEXT, valid_from INTEGER, valid_until INTEGER) WITHOUT ROWID")
             with transaction(conn):
                 try:
-                    conn.executemany("INSERT INTO temp.delta VALUES (?, 0, ?, ?, ?, ?)", changes.added)
-                    conn.executemany("INSERT INTO temp.delta VALUES (?, 1, ?, ?, ?, ?)", changes.changed)
-                    conn.executemany("INSERT INTO temp.delta VALUES (?, 2, 0, NULL, NULL, NULL)",
+                    conn.executemany(f"INSERT INTO temp.delta VALUES (?, {ADDED}, ?, ?, ?, ?)", changes.added)
+                    conn.executemany(f"INSERT INTO temp.delta VALUES (?, {CHANGED}, ?, ?, ?, ?)", changes.changed)
+                    conn.executemany(f"INSERT INTO temp.delta VALUES (?, {REMOVED}, 0, NULL, NULL, NULL)",
                                      ((code,) for code in changes.removed))
                 except sqlite3.IntegrityError:
                     raise ListError(f"list {name}: the delta names a code twice") from None
@@ -544,7 +544,8 @@ class ListStore:
     def fold(self, name: str, *, at_rows: int | None = None) -> int:
         """Fold the list's overlay into its entries once it holds at_rows rows (default: FOLD_ROWS, or
         FOLD_SHARE of the list); returns the rows folded, 0 if it was not due. Readers keep their snapshot
-        meanwhile; what they find does not change."""
+        meanwhile; what they find does not change. The fold rewrites most pages: they are checkpointed into
+        the file here, once readers moved on, rather than by the next delta's commit."""
         info = self.info(name)
         if info is None or not info.file:
             return 0
@@ -553,11 +554,17 @@ class ListStore:
             rows = conn.execute("SELECT count(*) FROM overlay").fetchone()[0]
             if not rows or rows < (max(FOLD_ROWS, int(info.count * FOLD_SHARE)) if at_rows is None else at_rows):
                 return 0
+            self._release()  # this store's own snapshot would hold the checkpoint below back
             with transaction(conn):
                 conn.execute("DELETE FROM entries WHERE code IN (SELECT code FROM overlay)")
                 conn.execute(f"INSERT INTO entries SELECT {_COLUMNS} FROM overlay WHERE removed = 0")
                 conn.execute("DELETE FROM overlay")
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            if self.generation:
+                self.generation.bump()  # readers renew their snapshot now, not after HOLD_S
+            busy, frames, done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()  # waits ≤ 5 s
+            if busy:
+                log.info("list %s: %d of %d folded pages checkpointed; the rest go with the next delta", name,
+                         done, frames)
         finally:
             conn.close()
         return rows

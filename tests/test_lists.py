@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import io
 import sqlite3
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -295,3 +297,30 @@ def test_a_power_cut_after_a_delta_reaches_its_file_but_not_the_catalog(lists, t
         assert (info.version, info.count) == (2, 2) and rows(store) == [("c", False, None), ("d", False, None)]
     finally:
         store.close()
+
+
+def test_a_fold_is_written_into_the_file_once_readers_move_on(lists, tmp_path):
+    load(lists, "code\n" + "".join(f"{i:06d}\n" for i in range(20_000)))
+    delta(lists, 1, added=[(f"x{i:05d}", False, None) for i in range(5000)], removed=[f"{i:06d}" for i in range(50)])
+    answers, stop = [], threading.Event()
+
+    def scan():  # a reader on the pipeline's thread, looking codes up meanwhile
+        reader = ListStore(tmp_path / "lists.db", readonly=True)
+        try:
+            while not stop.is_set():
+                answers.append((reader.lookup("000049"), [m.list_version for m in reader.lookup("x00007")]))
+                time.sleep(0.002)
+        finally:
+            reader.close()
+
+    scanner = threading.Thread(target=scan)
+    scanner.start()
+    try:
+        wait_until(lambda: answers, what="the reader's first lookups")
+        assert lists.fold("travellers", at_rows=1) == 5050
+    finally:
+        stop.set()
+        scanner.join()
+    [file] = (tmp_path / "lists.d").glob("travellers.*.db")
+    assert Path(f"{file}-wal").stat().st_size == 0  # checkpointed and truncated
+    assert answers and all(answer == ([], [2]) for answer in answers)
