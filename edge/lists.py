@@ -54,9 +54,11 @@ CREATE TABLE entries (code NOT NULL PRIMARY KEY, deny INTEGER NOT NULL, label TE
     valid_from INTEGER, valid_until INTEGER) WITHOUT ROWID;
 """ + OVERLAY
 _COLUMNS = "code, deny, label, valid_from, valid_until"
-_LOOKUP = ("SELECT deny, label, valid_from, valid_until, removed, (SELECT version FROM meta) FROM overlay "
-           "WHERE code = ?1 UNION ALL SELECT deny, label, valid_from, valid_until, 0, (SELECT version FROM meta) "
-           "FROM entries WHERE code = ?1 LIMIT 1")
+# Read once per snapshot: the version, and whether the overlay must be looked at as well.
+_SNAPSHOT = "SELECT version, EXISTS (SELECT 1 FROM overlay) FROM meta"
+_LOOKUP = "SELECT deny, label, valid_from, valid_until, 0 FROM entries WHERE code = ?"
+_LOOKUP_OVERLAID = ("SELECT deny, label, valid_from, valid_until, removed FROM overlay WHERE code = ?1 "
+                    "UNION ALL SELECT deny, label, valid_from, valid_until, 0 FROM entries WHERE code = ?1 LIMIT 1")
 # Every entry of a list file in key order, with its overlay applied.
 ROWS = (f"SELECT {_COLUMNS} FROM (SELECT {_COLUMNS} FROM entries WHERE code NOT IN (SELECT code FROM overlay) "
         f"UNION ALL SELECT {_COLUMNS} FROM overlay WHERE removed = 0) ORDER BY code")
@@ -271,6 +273,13 @@ def _prefetch(path: Path) -> None:
         os.close(fd)
 
 
+def _snapshot(conn: sqlite3.Connection) -> tuple[int, bool]:
+    try:
+        return conn.execute(_SNAPSHOT).fetchone()
+    except sqlite3.OperationalError:  # a file from before deltas went to an overlay, no writer gave it one yet
+        return conn.execute("SELECT version, 0 FROM meta").fetchone()
+
+
 class Generation:
     """A stamp that every writer replaces after each catalog commit, in a file each process maps into
     memory: a reader learns of another process's swap or delta by one memory read per lookup, where
@@ -326,6 +335,7 @@ class ListStore:
                                                                   writer=not readonly)
         self._seen: tuple | None = None
         self._open: dict[str, tuple[ListInfo, sqlite3.Connection]] = {}
+        self._reading: dict[str, tuple[str, int]] = {}  # per list, in the held snapshot: (query, version)
         self._stamp: bytes | None = None
         self._held_since: float | None = None  # when the list files' snapshot began; None: none held
         if not readonly:
@@ -382,8 +392,11 @@ class ListStore:
             for name, info in infos.items():
                 if name not in self._open and info.file:
                     self._open[name] = (info, _open_list(self.dir / info.file, readonly=True))
-        for _, conn in self._open.values():
-            conn.execute("BEGIN")  # the snapshot begins with the first lookup's read
+        self._reading = {}
+        for name, (_, conn) in self._open.items():
+            conn.execute("BEGIN")
+            version, overlaid = _snapshot(conn)  # this first read begins the snapshot
+            self._reading[name] = (_LOOKUP_OVERLAID if overlaid else _LOOKUP, version)
         self._held_since = time.monotonic()
 
     def infos(self) -> list[ListInfo]:
@@ -419,9 +432,10 @@ class ListStore:
         for name, (info, conn) in self._current().items():
             if names and name not in names:
                 continue
-            row = conn.execute(_LOOKUP, (self._key(info, code),)).fetchone()
+            query, version = self._reading[name]
+            row = conn.execute(query, (self._key(info, code),)).fetchone()
             if row is not None and not row[4]:
-                matches.append(Match(name, row[5], bool(row[0]), row[1], row[2], row[3]))
+                matches.append(Match(name, version, bool(row[0]), row[1], row[2], row[3]))
         return matches
 
     def entries(self, name: str) -> Iterator[tuple]:

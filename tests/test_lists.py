@@ -275,6 +275,9 @@ def test_a_list_file_from_before_the_overlay_is_given_one(lists, tmp_path):
     old = sqlite3.connect(file)
     old.execute("DROP TABLE overlay")
     old.close()
+    reader = ListStore(tmp_path / "lists.db", readonly=True)  # before any writer gave it one
+    assert [m.list_version for m in reader.lookup("a")] == [1]
+    reader.close()
     store = ListStore(tmp_path / "lists.db")
     try:
         assert [m.list_version for m in store.lookup("a")] == [1]
