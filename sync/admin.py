@@ -204,15 +204,16 @@ class HubLists:
         return ListPush(info, manifest, chunks, delta, old.version if old else None)
 
     def publish(self, publisher, prefix: str, target: str, push: ListPush) -> None:
-        """Chunks first, then the manifest that names them, then the delta; then clear what no device
-        needs any more (the previous snapshot's chunks, deltas beyond KEEP_DELTAS)."""
+        """Chunks first, then the delta, then the manifest that names the chunks (a device on the delta's
+        base has applied it by then, and fetches no chunk); then clear what no device needs any more (the
+        previous snapshot's chunks, deltas beyond KEEP_DELTAS)."""
         name, version = push.info.name, push.info.version
         base = f"{prefix}/{target_topic(target)}/lists/{name}"
         for index, chunk in enumerate(push.chunks):
             publisher.publish(f"{base}/chunks/{version}/{index}", chunk)
-        publisher.publish(f"{base}/snapshot", push.manifest)
         if push.delta is not None:
             publisher.publish(f"{base}/delta/{push.base}", push.delta)
+        publisher.publish(f"{base}/snapshot", push.manifest)
         published = self.published()
         record = published.get(name, {"deltas": []})
         if record.get("snapshot"):

@@ -182,12 +182,12 @@ class Receiver:
             self._subscribed.difference_update(gone)
 
     def _subscribe_all(self) -> None:
-        topics = []
+        # Deltas first: the broker sends retained messages in this order, so a device one version behind
+        # applies the delta before the manifest would have it fetch the whole snapshot.
+        topics = [self._delta_topic(t, info.name, info.version) for info in self.lists.infos() for t in self.targets]
         for target in self.targets:
             base = f"{self.prefix}/{target_topic(target)}"
             topics += [f"{base}/config", f"{base}/lists/+/snapshot"]
-        for info in self.lists.infos():
-            topics += [self._delta_topic(t, info.name, info.version) for t in self.targets]
         self._subscribe(topics)
         for download in self.downloads.values():
             download.asked.clear()

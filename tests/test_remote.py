@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -275,7 +276,8 @@ def csv_rows(codes, action="allow"):
     return "code,action\n" + "".join(f"{c},{action}\n" for c in codes)
 
 
-def test_list_snapshot_then_deltas_and_hashed_codes(tmp_path, broker, key, hub, monkeypatch):
+def test_list_snapshot_then_deltas_and_hashed_codes(tmp_path, broker, key, hub, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="checkpoint.remote")
     monkeypatch.setattr(lists_module, "FOLD_ROWS", 3)  # the delta's overlay is folded in after it, too
     monkeypatch.setattr(lists_module, "FOLD_SHARE", 0)
     hash_key = bytes(range(32))
@@ -296,6 +298,8 @@ def test_list_snapshot_then_deltas_and_hashed_codes(tmp_path, broker, key, hub, 
         push = hub.push_list("citizens", text, hash_key=hash_key)
         assert push.delta is not None and push.base == 1 and len(push.delta) < 1000
         wait_until(lambda: dev.list_version("citizens") == 2, 30, "delta applied")
+        # The delta came before the manifest of the same version: no chunk of it was asked for.
+        assert not [r for r in caplog.records if "v2: fetching" in r.getMessage()]
         assert lookup(dev, codes[0]) == [] and lookup(dev, "NEW-1") == [("citizens", 2, False)]
         assert lookup(dev, codes[10]) == [("citizens", 2, True)]
         store = dev.lists()
