@@ -335,7 +335,8 @@ class ListStore:
                                                                   writer=not readonly)
         self._seen: tuple | None = None
         self._open: dict[str, tuple[ListInfo, sqlite3.Connection]] = {}
-        self._reading: dict[str, tuple[str, int]] = {}  # per list, in the held snapshot: (query, version)
+        # Per list, what the held snapshot reads it with: (info, connection, query, version).
+        self._reading: dict[str, tuple[ListInfo, sqlite3.Connection, str, int]] = {}
         self._stamp: bytes | None = None
         self._held_since: float | None = None  # when the list files' snapshot began; None: none held
         if not readonly:
@@ -347,17 +348,18 @@ class ListStore:
         for _, conn in self._open.values():
             conn.close()
         self._open.clear()
+        self._reading.clear()
         self._held_since = None
         self.conn.close()
         if self.generation:
             self.generation.close()
 
     # -- reading ---------------------------------------------------------------------------------
-    def _current(self) -> dict[str, tuple[ListInfo, sqlite3.Connection]]:
+    def _current(self) -> dict[str, tuple[ListInfo, sqlite3.Connection, str, int]]:
         self.release_old_snapshot()
         if self._held_since is None:
             self._renew(self.generation.read() if self.generation else None)
-        return self._open
+        return self._reading
 
     def release_old_snapshot(self) -> None:
         """End the list files' snapshot once a writer moved the stamp or HOLD_S passed (at once without a
@@ -393,10 +395,10 @@ class ListStore:
                 if name not in self._open and info.file:
                     self._open[name] = (info, _open_list(self.dir / info.file, readonly=True))
         self._reading = {}
-        for name, (_, conn) in self._open.items():
+        for name, (info, conn) in self._open.items():
             conn.execute("BEGIN")
             version, overlaid = _snapshot(conn)  # this first read begins the snapshot
-            self._reading[name] = (_LOOKUP_OVERLAID if overlaid else _LOOKUP, version)
+            self._reading[name] = (info, conn, _LOOKUP_OVERLAID if overlaid else _LOOKUP, version)
         self._held_since = time.monotonic()
 
     def infos(self) -> list[ListInfo]:
@@ -429,10 +431,9 @@ class ListStore:
     def lookup(self, code: str, names: list[str] | None = None) -> list[Match]:
         """Every entry for `code` in the named lists (all lists when names is empty)."""
         matches = []
-        for name, (info, conn) in self._current().items():
+        for name, (info, conn, query, version) in self._current().items():
             if names and name not in names:
                 continue
-            query, version = self._reading[name]
             row = conn.execute(query, (self._key(info, code),)).fetchone()
             if row is not None and not row[4]:
                 matches.append(Match(name, version, bool(row[0]), row[1], row[2], row[3]))
