@@ -13,13 +13,13 @@ import json
 import logging
 import os
 import secrets
-import sqlite3
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge.clock import wall_ms
 from edge.config import apply_layers, parse_settings, parse_toml
-from edge.lists import ROWS, ListInfo, ListStore, check_name, key_id as hash_key_id
+from edge.lists import ListInfo, ListStore, check_name, file_rows, key_id as hash_key_id
 from edge.statefile import write_json
 
 from . import listwire, remote
@@ -172,10 +172,12 @@ class HubLists:
         old = self.store.info(name)
         if old is not None and old.hash_key != (hash_key_id(hash_key) if hash_key else None):
             old = None  # hashed with another key (or not at all): only a snapshot can follow
-        kept = self.folder / "previous.db"
-        kept.unlink(missing_ok=True)
-        if old is not None:
-            os.link(self.store.dir / old.file, kept)  # the import removes the old file; the diff reads it
+        kept = self.folder / "previous"
+        shutil.rmtree(kept, ignore_errors=True)
+        if old is not None:  # the import removes the old files; the diff reads them
+            kept.mkdir(parents=True)
+            for path in self.store.files(name):
+                os.link(path, kept / path.name)
         try:
             with open(csv_path, "rb") as fh:
                 info = self.store.import_csv(name, fh, zone=zone, max_code_bytes=max_code_bytes,
@@ -189,18 +191,14 @@ class HubLists:
             _, manifest = signed(key, expires_s=expires_s, list_kind="snapshot", chunks=hashes, **common)
             delta = None
             if old is not None:
-                previous = sqlite3.connect(f"file:{kept}?mode=ro", uri=True)
-                try:
-                    added, changed, removals = diff(previous.execute(ROWS), self.store.entries(name))
-                finally:
-                    previous.close()
+                added, changed, removals = diff(file_rows(kept / old.file), self.store.entries(name))
                 if len(added) + len(changed) + len(removals) <= listwire.MAX_RECORDS:
                     body = listwire.encode(added, key_len=key_len, changed=changed, removals=removals)
                     if len(body) < MAX_BUNDLE - 4096:
                         _, delta = signed(key, body=body, expires_s=expires_s, list_kind="delta",
                                           base=old.version, **common)
         finally:
-            kept.unlink(missing_ok=True)
+            shutil.rmtree(kept, ignore_errors=True)
         return ListPush(info, manifest, chunks, delta, old.version if old else None)
 
     def publish(self, publisher, prefix: str, target: str, push: ListPush) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import sqlite3
+import string
 import threading
 import time
 from pathlib import Path
@@ -11,13 +12,15 @@ import pytest
 
 from edge import lists as lists_module
 from edge.clock import parse_instant
-from edge.lists import HOLD_S, ListError, ListStore
+from edge.lists import HOLD_S, KeyedHash, ListError, ListStore, hash_code, key_id
 from sync import listwire
 
 from .waiting import wait_until
 
 ZONE = "Asia/Ho_Chi_Minh"
 HEADER = "code,action,label,valid_from,valid_until\n"
+KEY = bytes(range(32))
+PLAIN = {hash_code(KEY, c): c for c in string.ascii_lowercase}  # to print a hashed list's rows as codes
 
 
 @pytest.fixture
@@ -27,9 +30,23 @@ def lists(tmp_path):
     store.close()
 
 
+@pytest.fixture(params=["plain", "hashed"])
+def any_lists(request, tmp_path):
+    """A store whose lists are imported plain, or as keyed hashes (kept in a keys file)."""
+    store = ListStore(tmp_path / "lists.db", hash_keys={key_id(KEY): KEY} if request.param == "hashed" else None)
+    yield store
+    store.close()
+
+
 def load(store, text, name="travellers", encoding="utf-8"):
     data = text.encode(encoding) if isinstance(text, str) else text
-    return store.import_csv(name, io.BytesIO(data), zone=ZONE, max_code_bytes=64)
+    return store.import_csv(name, io.BytesIO(data), zone=ZONE, max_code_bytes=64,
+                            hash_key=KEY if store.hash_keys else None)
+
+
+def code_of(store, code):
+    """The code as a list of `store` holds it: hashed where the store's lists are."""
+    return hash_code(KEY, code) if store.hash_keys else code
 
 
 def test_import_lookup_and_replace(lists):
@@ -224,19 +241,21 @@ def test_a_damaged_or_missing_stamp_file_only_slows_noticing(lists, tmp_path, st
 
 # ---- deltas: an overlay over the entries, folded in now and then ------------------------------------
 def rows(store, name="travellers"):
-    return [(r[0], bool(r[1]), r[2]) for r in store.entries(name)]
+    found = [(PLAIN.get(r[0], r[0]), bool(r[1]), r[2]) for r in store.entries(name)]
+    return found if not store.hash_keys else sorted(found)  # hashes go in their own order
 
 
 def delta(store, base, added=(), changed=(), removed=(), name="travellers"):
     info = store.info(name)
-    row = lambda r: (r[0], r[1], r[2], None, None)  # noqa: E731
+    row = lambda r: (code_of(store, r[0]), r[1], r[2], None, None)  # noqa: E731
     return store.apply_delta(name, base=base, version=base + 1,
                              changes=listwire.Changes([row(r) for r in added], [row(r) for r in changed],
-                                                      list(removed)),
+                                                      [code_of(store, c) for c in removed]),
                              count=info.count + len(added) - len(removed), sha256=f"{base + 1:064d}", source="t")
 
 
-def test_deltas_then_a_fold_keep_every_answer(lists):
+def test_deltas_then_a_fold_keep_every_answer(any_lists):
+    lists = any_lists
     load(lists, "code,action,label\na,allow,A\nb,allow,B\nc,deny,C\nd,allow,D\n")
     delta(lists, 1, added=[("e", False, "E")], changed=[("a", True, "A2")], removed=["b"])
     delta(lists, 2, added=[("b", False, "B2"), ("f", False, None)], removed=["c", "e"])  # e: added, then gone
@@ -254,7 +273,8 @@ def test_deltas_then_a_fold_keep_every_answer(lists):
     assert rows(lists) == [("b", False, "B2"), ("c", False, None), ("f", True, "F")]
 
 
-def test_a_delta_that_names_a_code_twice_or_against_the_overlay_changes_nothing(lists):
+def test_a_delta_that_names_a_code_twice_or_against_the_overlay_changes_nothing(any_lists):
+    lists = any_lists
     load(lists, "code\na\nb\n")
     delta(lists, 1, removed=["a"])
     for bad, reason in [(dict(added=[("x", False, None)], removed=["x"]), "names a code twice"),
@@ -274,6 +294,7 @@ def test_a_list_file_from_before_the_overlay_is_given_one(lists, tmp_path):
     [file] = (tmp_path / "lists.d").glob("travellers.*.db")
     old = sqlite3.connect(file)
     old.execute("DROP TABLE overlay")
+    old.execute("ALTER TABLE meta DROP COLUMN keys")  # nor a keys file's name
     old.close()
     reader = ListStore(tmp_path / "lists.db", readonly=True)  # before any writer gave it one
     assert [m.list_version for m in reader.lookup("a")] == [1]
@@ -287,14 +308,15 @@ def test_a_list_file_from_before_the_overlay_is_given_one(lists, tmp_path):
         store.close()
 
 
-def test_a_power_cut_after_a_delta_reaches_its_file_but_not_the_catalog(lists, tmp_path):
+def test_a_power_cut_after_a_delta_reaches_its_file_but_not_the_catalog(any_lists, tmp_path):
+    lists = any_lists
     load(lists, "code\na\nb\nc\n")
     delta(lists, 1, added=[("d", False, None)], removed=["a", "b"])
     lists.close()
     catalog = sqlite3.connect(tmp_path / "lists.db", isolation_level=None)
     catalog.execute("UPDATE lists SET version = 1, count = 3")  # as if the catalog's commit never happened
     catalog.close()
-    store = ListStore(tmp_path / "lists.db")
+    store = ListStore(tmp_path / "lists.db", hash_keys=lists.hash_keys)
     try:
         info = store.info("travellers")
         assert (info.version, info.count) == (2, 2) and rows(store) == [("c", False, None), ("d", False, None)]
@@ -302,13 +324,14 @@ def test_a_power_cut_after_a_delta_reaches_its_file_but_not_the_catalog(lists, t
         store.close()
 
 
-def test_a_fold_is_written_into_the_file_once_readers_move_on(lists, tmp_path):
+def test_a_fold_is_written_into_the_file_once_readers_move_on(any_lists, tmp_path):
+    lists = any_lists
     load(lists, "code\n" + "".join(f"{i:06d}\n" for i in range(20_000)))
     delta(lists, 1, added=[(f"x{i:05d}", False, None) for i in range(5000)], removed=[f"{i:06d}" for i in range(50)])
     answers, stop = [], threading.Event()
 
     def scan():  # a reader on the pipeline's thread, looking codes up meanwhile
-        reader = ListStore(tmp_path / "lists.db", readonly=True)
+        reader = ListStore(tmp_path / "lists.db", readonly=True, hash_keys=lists.hash_keys)
         try:
             while not stop.is_set():
                 answers.append((reader.lookup("000049"), [m.list_version for m in reader.lookup("x00007")]))
@@ -327,3 +350,84 @@ def test_a_fold_is_written_into_the_file_once_readers_move_on(lists, tmp_path):
     [file] = (tmp_path / "lists.d").glob("travellers.*.db")
     assert Path(f"{file}-wal").stat().st_size == 0  # checkpointed and truncated
     assert answers and all(answer == ([], [2]) for answer in answers)
+    # A hashed list's fold wrote a new keys file and removed the old one.
+    assert [p.name for p in file.parent.glob("*.k*")] == ([f"{file.name}.k1"] if lists.hash_keys else [])
+
+
+# ---- hashed lists: keys in a keys file, details in SQLite ---------------------------------------------
+@pytest.mark.parametrize("key", [b"", b"k" * 16, bytes(range(64)), bytes(range(65)), b"x" * 200])
+def test_the_lookup_hash_equals_hmac_for_any_key_length(key):
+    assert all(KeyedHash(key)(code) == hash_code(key, code) for code in ["", "a", "079200000005", "Ω" * 300])
+
+
+@pytest.fixture
+def hashed(tmp_path):
+    store = ListStore(tmp_path / "lists.db", hash_keys={key_id(KEY): KEY})
+    yield store
+    store.close()
+
+
+def test_a_hashed_list_keeps_its_keys_apart_and_its_details_in_sqlite(hashed, tmp_path):
+    lists = hashed
+    codes = [f"0792{i:08d}" for i in range(20_000)]
+    load(lists, HEADER + "".join(f"{c},allow,,,\n" for c in codes[2:]) +
+         f"{codes[0]},deny,stolen,,\n{codes[1]},allow,,2024-01-01,2030-01-01\n")
+    assert [(m.deny, m.label) for m in lists.lookup(codes[0])] == [(True, "stolen")]
+    [match] = lists.lookup(codes[1])
+    assert (match.deny, match.valid_from) == (False, parse_instant("2024-01-01", ZONE, end_of_day=False))
+    assert [m.deny for m in lists.lookup(codes[19_999])] == [False] and lists.lookup("0792") == []
+    folder = tmp_path / "lists.d"
+    raw = b"".join(p.read_bytes() for p in folder.iterdir())
+    assert codes[5].encode() not in raw and hash_code(KEY, codes[5]) in raw
+    size = sum(p.stat().st_size for p in folder.iterdir())
+    assert size / len(codes) < 20  # 17 bytes a key, and the SQLite file's few pages
+    with sqlite3.connect(next(folder.glob("*.db"))) as db:
+        assert db.execute("SELECT count(*) FROM entries").fetchone() == (2,)  # the two with details
+
+
+def test_a_hashed_list_with_a_code_twice_is_refused(any_lists):
+    load(any_lists, "code\na\n")
+    with pytest.raises(ListError, match="appears earlier"):
+        load(any_lists, "code\nb\nc\nb\n")
+    assert rows(any_lists) == [("a", False, None)]
+
+
+def test_a_snapshot_whose_hashes_are_out_of_order_is_refused(hashed, tmp_path):
+    building = hashed.new_file("travellers", 1, key_id(KEY))
+    with pytest.raises(ListError, match="out of order"):
+        building.add([(b"b" * 16, False, None, None, None), (b"a" * 16, False, None, None, None)])
+    building.abandon()
+    assert list((tmp_path / "lists.d").iterdir()) == []
+
+
+def test_keys_files_no_list_names_are_removed_at_start(any_lists, tmp_path):
+    lists = any_lists
+    load(lists, "code\na\n")
+    lists.close()
+    folder = tmp_path / "lists.d"
+    named = sorted(p.name for p in folder.iterdir() if not p.name.endswith(("-wal", "-shm")))
+    [file] = [n for n in named if n.endswith(".db")]
+    for stray in (f"{file}.k7", "other.3.db.k0"):  # a fold cut short; a list since removed
+        (folder / stray).write_bytes(b"x")
+    store = ListStore(tmp_path / "lists.db", hash_keys=lists.hash_keys)
+    try:
+        assert sorted(p.name for p in folder.iterdir() if not p.name.endswith(("-wal", "-shm"))) == named
+        assert [m.list_version for m in store.lookup("a")] == [1]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_a_damaged_or_missing_keys_file_makes_lookups_fail_as_a_damaged_database(hashed, tmp_path, damage):
+    load(hashed, "code\na\n")
+    [keys] = (tmp_path / "lists.d").glob("*.k0")
+    if damage == "truncated":
+        keys.write_bytes(keys.read_bytes()[:-3])
+    else:
+        keys.unlink()
+    reader = ListStore(tmp_path / "lists.db", readonly=True, hash_keys=hashed.hash_keys)
+    try:
+        with pytest.raises(sqlite3.DatabaseError, match="not a whole keys file|keeps disappearing"):
+            reader.lookup("a")  # the pipeline decides store-failure on it
+    finally:
+        reader.close()
