@@ -33,7 +33,8 @@ from pathlib import Path
 
 from edge.config import load_settings
 from edge.daemon import GIL_SWITCH_S
-from edge.lists import ListStore
+from edge.keysfile import DENY, KeysFile
+from edge.lists import KeyedHash, ListStore
 from edge.store import EntryStore
 from sync import admin
 from sync.agent import SyncAgent
@@ -119,9 +120,24 @@ class Scanner(threading.Thread):
                 f"max {max(lat) / 1000:6.1f} ms   longest pause {max(r[2] for r in rows):6.1f} ms")
 
 
-def with_journals(path: Path) -> int:
-    """Bytes of a SQLite file with its -wal and -shm."""
-    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+def list_bytes(folder: Path, name: str) -> int:
+    """Bytes of a list's files: its SQLite file with its -wal and -shm, and its keys file."""
+    return sum(p.stat().st_size for p in folder.glob(f"{name}.*") if p.is_file())
+
+
+def btree_of(keys_path: Path, path: Path) -> sqlite3.Connection:
+    """The same keys in a SQLite table keyed by them: what a list file held before keys files, and what a
+    user would otherwise pick."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode = OFF")
+    db.execute("CREATE TABLE entries (code BLOB PRIMARY KEY, deny INTEGER NOT NULL) WITHOUT ROWID")
+    keys = KeysFile(keys_path)
+    db.execute("BEGIN")
+    db.executemany("INSERT INTO entries VALUES (?, ?)", ((k, f & DENY) for k, f in keys))
+    db.execute("COMMIT")
+    keys.close()
+    db.execute("PRAGMA cache_size = -4096")  # as a list file's reader has it
+    return db
 
 
 def resident_share(path: Path) -> float:
@@ -304,8 +320,8 @@ def main(argv=None) -> None:
         steps["  of which building the list file"] = receiver.timings.get("snapshot_build_s", float("nan"))
         scanner.phase = "after swap"
         time.sleep(3)
-        list_file = next((folder / "device" / "lists.d").glob("citizens.*.db"))
-        on_disk = with_journals(list_file)
+        lists_dir = folder / "device" / "lists.d"
+        on_disk = list_bytes(lists_dir, "citizens")
 
         scanner.phase = "during delta"
         second = hub_process.submit(hub_push, away, "v2.csv", hash_key, broker.port)
@@ -320,7 +336,7 @@ def main(argv=None) -> None:
         steps[f"  of which applying the {nd:,}-entry delta"] = receiver.timings.get("delta_apply_s", float("nan"))
         scanner.phase = "after delta"
         time.sleep(3)
-        after_delta = with_journals(list_file)
+        after_delta = list_bytes(lists_dir, "citizens")
         # Deltas go to an overlay, folded into the entries once it grows large (once in many deltas): timed
         # here on this one, with the scanner looking codes up meanwhile.
         scanner.phase = "during fold"
@@ -335,17 +351,24 @@ def main(argv=None) -> None:
         scanner.stop.set()
         scanner.join()
         agent.stop()
-        # Beside them, at the same pace: one read of a cached page (the least a list on disk costs), lookups
-        # that touch no file at all (what this machine's wake-up costs any design), and the in-memory set a
-        # user might otherwise pick.
+        # Beside them, at the same pace: one read of a cached page (the least a list on disk costs), the same
+        # keys in a SQLite B-tree (the v0.2 list file; what a user would otherwise pick), lookups that touch no
+        # file at all (what this machine's wake-up costs any design), and the in-memory set.
         store = ListStore(settings.store.lists_path, readonly=True, hash_keys=scanner.hash_keys)
+        [list_file] = lists_dir.glob("citizens.*.db.k*")  # the keys file, which lookups read
+        t = time.perf_counter()
+        btree = btree_of(list_file, folder / "btree.db")
+        print(f"(the same keys put in a SQLite B-tree for comparison in {time.perf_counter() - t:.1f} s)")
+        hasher = KeyedHash(hash_key)
         memory = sqlite3.connect(":memory:")
         memory.execute("CREATE TABLE entries (code TEXT PRIMARY KEY) WITHOUT ROWID")
         memory.executemany("INSERT INTO entries VALUES (?)", ((code(i),) for i in range(100_000)))
         in_set = {code(i) for i in range(100_000)}
         page = os.open(list_file, os.O_RDONLY)
         pages = os.fstat(page).st_size // 4096
-        ways = {"one cached page read": lambda c: os.pread(page, 4096, 4096 * (hash(c) % pages)),
+        ways = {"SQLite B-tree, same keys": lambda c: btree.execute("SELECT deny FROM entries WHERE code = ?",
+                                                                    (hasher(c),)).fetchone(),
+                "one cached page read": lambda c: os.pread(page, 4096, 4096 * (hash(c) % pages)),
                 "SQLite :memory:, 100k": lambda c: memory.execute("SELECT 1 FROM entries WHERE code = ?",
                                                                    (c,)).fetchone(),
                 "Python set, 100k": in_set.__contains__}
@@ -375,6 +398,8 @@ def main(argv=None) -> None:
         quiet.update((label, measure(lookup)) for label, lookup in ways.items())
         store.close()
         memory.close()
+        btree.close()
+        (folder / "btree.db").unlink()
         os.close(page)
 
         print(f"\n{n:,}-entry hashed list, delta of {nd:,} ({hub2['delta_bytes']:,} bytes signed)")
@@ -398,7 +423,7 @@ def main(argv=None) -> None:
             print(f"  {phase:<16} at {when - began.get(phase, when):+8.3f} s  pause {pause_ms:6.1f} ms, of which the "
                   f"lookup {lookup_ms:6.1f} ms  ({when:.3f})")
         v01 = v01_bytes(min(n, 1_000_000), folder)
-        print(f"\non the device: {on_disk / n:.1f} bytes per entry (hashed keys, one file per list), "
+        print(f"\non the device: {on_disk / n:.1f} bytes per entry (hashed keys in a keys file, details in SQLite), "
               f"{after_delta / n:.1f} after the delta (its overlay and WAL)   "
               f"v0.1 one-table layout with text codes: {v01:.1f} bytes per entry ({v01 / (on_disk / n):.2f}×)")
 
