@@ -75,8 +75,12 @@ class KeysFile:
         if len(key) != KEY:
             return None  # a shorter key would match the start of a record
         prefix = int.from_bytes(key[:8], "big")
+        last = bisect_right(self.fences, prefix) - 1
+        if last < 0:
+            return None  # below every key
+        first = last if self.fences[last] != prefix else max(bisect_left(self.fences, prefix) - 1, 0)
         # Blocks whose first key shares the prefix may hold the key, and so may the one before them.
-        for b in range(max(bisect_left(self.fences, prefix) - 1, 0), bisect_right(self.fences, prefix)):
+        for b in range(first, last + 1):
             data, n = self._block(b)
             at = data.find(key, 0, n * KEY)
             while at >= 0:

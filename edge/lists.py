@@ -784,8 +784,11 @@ class ListStore:
                 self.generation.bump()  # readers renew their snapshot now, not after HOLD_S
             if old_keys is not None:
                 (self.dir / old_keys).unlink(missing_ok=True)  # a reader that has it open reads on
-            busy, frames, done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()  # waits ≤ 5 s
-            if busy:
+            # PASSIVE: copies what no reader's snapshot still needs, and waits for none (TRUNCATE waited up to
+            # the busy timeout, 5 s, on a reader whose snapshot predates the fold). Pages left go with the
+            # next commit's checkpoint; a hashed list's fold writes few pages at all.
+            busy, frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if done < frames:
                 log.info("list %s: %d of %d folded pages checkpointed; the rest go with the next delta", name,
                          done, frames)
         finally:
