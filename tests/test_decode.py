@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import unicodedata
 
 import cv2
 import numpy as np
@@ -9,7 +11,7 @@ import pytest
 
 from edge.decode import make_decoder
 from edge.model import Code
-from edge.payload import examine
+from edge.payload import examine, has_bad_control
 
 from .conftest import qr_image
 
@@ -196,3 +198,9 @@ def test_decode_cli_plain_output_escapes_control_characters(write_qr, cli):
     path = write_qr("multi.png", "a\nb")
     status, out, _ = cli("decode", path)
     assert status == 0 and out == f"{path}\ta\\x0ab\n"
+
+
+def test_a_bad_control_character_is_any_of_unicode_category_cc_but_tab_cr_lf():
+    for point in range(sys.maxunicode + 1):
+        ch = chr(point)
+        assert has_bad_control(f"a{ch}b") == (unicodedata.category(ch) == "Cc" and ch not in "\t\r\n"), hex(point)

@@ -388,7 +388,7 @@ def test_a_hashed_list_keeps_its_keys_apart_and_its_details_in_sqlite(hashed, tm
 
 def test_a_hashed_list_with_a_code_twice_is_refused(any_lists):
     load(any_lists, "code\na\n")
-    with pytest.raises(ListError, match="appears earlier"):
+    with pytest.raises(ListError, match="line 4: code appears earlier|entries 1 and 3 .* have the same code"):
         load(any_lists, "code\nb\nc\nb\n")
     assert rows(any_lists) == [("a", False, None)]
 
