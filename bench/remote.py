@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import gc
 import logging
 import mmap
 import multiprocessing
@@ -301,6 +302,17 @@ def main(argv=None) -> None:
         agent = SyncAgent(settings.sync, device_id="bench-01", entries_path=settings.store.entries_path,
                           receiver=receiver)
         agent.start()
+        gc.freeze()  # as the daemon does once started
+        collections: list[tuple[float, int, float]] = []  # (time.time() at its end, generation, ms)
+        collecting_since = [0.0]
+
+        def on_collection(phase: str, info: dict) -> None:
+            if phase == "start":
+                collecting_since[0] = time.perf_counter()
+            else:
+                collections.append((time.time(), info["generation"],
+                                    (time.perf_counter() - collecting_since[0]) * 1000))
+        gc.callbacks.append(on_collection)
         scanner = Scanner(settings.store.lists_path, {admin.hash_key_id(hash_key): hash_key}, n)
         scanner.start()
         scanner.phase = "hub preparing"
@@ -444,6 +456,10 @@ def main(argv=None) -> None:
         for when, phase, lookup_ms, pause_ms in slowest:
             print(f"  {phase:<16} at {when - began.get(phase, when):+8.3f} s  pause {pause_ms:6.1f} ms, of which the "
                   f"lookup {lookup_ms:6.1f} ms  ({when:.3f})")
+        gc.callbacks.remove(on_collection)
+        longest = sorted(collections, key=lambda c: -c[2])[:3]
+        print(f"garbage collections in the device's process: {len(collections):,}, the longest "
+              + ", ".join(f"{ms:.1f} ms (generation {gen}, {when:.3f})" for when, gen, ms in longest))
         v01 = v01_bytes(min(n, 1_000_000), folder)
         print(f"\non the device: {on_disk / n:.1f} bytes per entry (hashed keys in a keys file, details in SQLite), "
               f"{after_delta / n:.1f} after the delta (its overlay and WAL)   "
