@@ -423,7 +423,8 @@ def file_rows(path: Path) -> Iterator[tuple]:
             return
         keys = _open_keys(path.parent / keys_name)
         try:
-            yield from _overlaid(_keyed_rows(conn, keys), conn.execute(f"SELECT {_COLUMNS}, removed FROM overlay"))
+            yield from _overlaid(_keyed_rows(conn, keys),
+                                 conn.execute(f"SELECT {_COLUMNS}, removed FROM overlay ORDER BY code"))
         finally:
             keys.close()
     finally:
@@ -583,7 +584,7 @@ class ListStore:
             for name, info in infos.items():
                 if name not in self._open and info.file:
                     self._open[name] = (info, _open_list(self.dir / info.file, readonly=True))
-        for attempt in range(3):
+        for _ in range(3):
             try:
                 self._begin()
                 return
