@@ -38,7 +38,7 @@ $(VENV)/.created: | deps
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	touch $@
 
-$(VENV)/.installed: pyproject.toml $(VENV)/.created
+$(VENV)/.installed: pyproject.toml setup.py edge/_keysfind.c $(VENV)/.created
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 

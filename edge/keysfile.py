@@ -11,6 +11,9 @@ PER_BLOCK flag bytes, then the blocks' first-key prefixes (big-endian, 8 bytes e
 """
 from __future__ import annotations
 
+import ctypes
+import importlib.util
+import logging
 import os
 import sqlite3
 import struct
@@ -30,6 +33,23 @@ MAGIC = b"CPKEYS1\n"
 HEADER = struct.Struct("<8sQ")
 DENY, DETAILS = 1, 2
 CHUNK_BLOCKS = 256  # a fold merges this many blocks at a time: about 1 MB, whatever the list's size
+
+log = logging.getLogger("checkpoint.lists")
+
+
+def _native():
+    """The lookup in C (edge/_keysfind.c, built by pip), or None where it was not built."""
+    spec = importlib.util.find_spec("edge._keysfind")
+    if spec is None or not spec.origin:
+        log.warning("keys files: no compiled lookup (edge/_keysfind.c was not built); looking keys up in Python")
+        return None
+    find = ctypes.CDLL(spec.origin).checkpoint_keys_find
+    find.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_char_p]
+    find.restype = ctypes.c_int
+    return find
+
+
+NATIVE = _native()
 
 
 class KeysError(sqlite3.DatabaseError):
@@ -59,6 +79,7 @@ class KeysFile:
             if magic != MAGIC or size != fences_at + 8 * self.blocks:
                 raise KeysError(f"{path}: not a whole keys file ({size} bytes)")
             self.fences = _prefixes(os.pread(self.fd, 8 * self.blocks, fences_at))
+            self._fences_at = self.fences.buffer_info()[0]  # the array is never resized: its buffer stays
         except BaseException:
             os.close(self.fd)
             raise
@@ -68,12 +89,24 @@ class KeysFile:
 
     def _block(self, b: int) -> tuple[bytes, int]:
         """Block b's bytes and how many records it holds."""
-        return os.pread(self.fd, BLOCK, BLOCK * (1 + b)), min(PER_BLOCK, self.count - b * PER_BLOCK)
+        data = os.pread(self.fd, BLOCK, BLOCK * (1 + b))
+        if len(data) != BLOCK:
+            raise KeysError(f"{self.path}: a block could not be read")
+        return data, min(PER_BLOCK, self.count - b * PER_BLOCK)
 
     def find(self, key: bytes) -> int | None:
         """The flags of `key`, None if it is not in the file."""
         if len(key) != KEY:
             return None  # a shorter key would match the start of a record
+        if NATIVE is None:
+            return self.find_in_python(key)
+        found = NATIVE(self.fd, self._fences_at, self.blocks, self.count, key)
+        if found == -2:
+            raise KeysError(f"{self.path}: a block could not be read")
+        return None if found < 0 else found
+
+    def find_in_python(self, key: bytes) -> int | None:
+        """find(), where the C lookup was not built."""
         prefix = int.from_bytes(key[:8], "big")
         last = bisect_right(self.fences, prefix) - 1
         if last < 0:

@@ -13,6 +13,16 @@ from edge import keysfile
 from edge.keysfile import DENY, DETAILS, KEY, PER_BLOCK, KeysError, KeysFile, KeysWriter, merge
 
 
+@pytest.fixture(autouse=True, params=["C", "Python"])
+def lookup_in(request, monkeypatch):
+    """Every test runs with the compiled lookup and with the Python one."""
+    if request.param == "Python":
+        monkeypatch.setattr(keysfile, "NATIVE", None)
+    elif keysfile.NATIVE is None:
+        pytest.fail("the C lookup was not built (edge/_keysfind.c): is gcc installed?")
+    return request.param
+
+
 def write(path, records):
     writer = KeysWriter(path)
     for key, flags in records:
@@ -132,3 +142,14 @@ def test_a_merge_into_an_empty_file(tmp_path):
         assert list(new) == [(k, 1) for k in keys]
     finally:
         new.close()
+
+
+def test_a_file_cut_short_after_opening_fails_the_lookup_loudly(tmp_path):
+    keys = random_keys(3 * PER_BLOCK)
+    f = write(tmp_path / "k", [(k, 0) for k in keys])
+    try:
+        os.truncate(tmp_path / "k", keysfile.BLOCK)  # the card lost the rest
+        with pytest.raises(KeysError, match="could not be read"):
+            f.find(keys[-1])
+    finally:
+        f.close()
