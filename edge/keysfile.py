@@ -122,9 +122,6 @@ class KeysFile:
                 at = data.find(key, at + 1, n * KEY)
         return None
 
-    def has(self, keys: list[bytes]) -> list[bool]:
-        return [self.find(k) is not None for k in keys]
-
     def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(keys, flags) arrays of CHUNK_BLOCKS blocks at a time, in key order."""
         for first in range(0, self.blocks, CHUNK_BLOCKS):
