@@ -379,9 +379,9 @@ def main(argv=None) -> None:
         # keys in a SQLite B-tree (the v0.2 list file; what a user would otherwise pick), lookups that touch no
         # file at all (what this machine's wake-up costs any design), and the in-memory set.
         store = ListStore(settings.store.lists_path, readonly=True, hash_keys=scanner.hash_keys)
-        [list_file] = lists_dir.glob("citizens.*.db.k*")  # the keys file, which lookups read
+        [keys_file] = lists_dir.glob("citizens.*.db.k*")  # which lookups read
         t = time.perf_counter()
-        btree = btree_of(list_file, folder / "btree.db")
+        btree = btree_of(keys_file, folder / "btree.db")
         os.sync()  # its writeback would otherwise run during the measurements below
         print(f"(the same keys put in a SQLite B-tree for comparison in {time.perf_counter() - t:.1f} s)")
         hasher = KeyedHash(hash_key)
@@ -389,7 +389,7 @@ def main(argv=None) -> None:
         memory.execute("CREATE TABLE entries (code TEXT PRIMARY KEY) WITHOUT ROWID")
         memory.executemany("INSERT INTO entries VALUES (?)", ((code(i),) for i in range(100_000)))
         in_set = {code(i) for i in range(100_000)}
-        page = os.open(list_file, os.O_RDONLY)
+        page = os.open(keys_file, os.O_RDONLY)
         pages = os.fstat(page).st_size // 4096
         ways = {"SQLite B-tree, same keys": lambda c: btree.execute("SELECT deny FROM entries WHERE code = ?",
                                                                     (hasher(c),)).fetchone(),
@@ -420,11 +420,11 @@ def main(argv=None) -> None:
         # Where the kernel reclaims page cache it deems cold (this VM's kdamond does), some lookups wait for
         # the disk: measured as found, then with the whole file read back into the page cache, in rounds
         # that take turns with the other ways, so that the machine's slower moments fall on each alike.
-        quiet = {f"our list, quiet, {resident_share(list_file):.1%} cached": measure(store.lookup, 2000, 20000)}
-        with list_file.open("rb") as fh:
+        quiet = {f"our list, quiet, {resident_share(keys_file):.1%} cached": measure(store.lookup, 2000, 20000)}
+        with keys_file.open("rb") as fh:
             while fh.read(1 << 20):
                 pass
-        cached = f"the same, {resident_share(list_file):.1%}"
+        cached = f"the same, {resident_share(keys_file):.1%}"
         ways = {cached: store.lookup, **ways}
         for label in ways:
             quiet[label] = ([], [])
@@ -434,7 +434,7 @@ def main(argv=None) -> None:
                 quiet[label][0].extend(paced)
                 quiet[label][1].extend(burst)
         # The share still cached once the rounds are over: what the kernel took back meanwhile.
-        after = f"{cached}→{resident_share(list_file):.0%} cached"
+        after = f"{cached}→{resident_share(keys_file):.0%} cached"
         quiet = {after if label == cached else label: runs for label, runs in quiet.items()}
         store.close()
         memory.close()

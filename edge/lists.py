@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
 
+import numpy as np
+
 from .clock import parse_instant, wall_ms
 from .keysfile import DENY, DETAILS, KeysError, KeysFile, KeysWriter, merge
 from .payload import has_bad_control, printable
@@ -74,7 +76,7 @@ ROWS = (f"SELECT {_COLUMNS} FROM (SELECT {_COLUMNS} FROM entries WHERE code NOT 
 # Whether a delta's code is on the list now: the overlay says so if it holds the code, else `listed`
 # (whether the entries or the keys file hold it).
 _PRESENT = "coalesce((SELECT NOT removed FROM overlay o WHERE o.code = d.code), d.listed)"
-_KEYS_FILE = re.compile(r".+\.db\.k(\d+)")
+_KEYS_FILE = re.compile(r"(.+\.db)\.k(\d+)")  # the list file it belongs to, and its fold count
 ADDED, CHANGED, REMOVED = 0, 1, 2
 # The overlay is folded into the entries once it holds FOLD_ROWS rows, or FOLD_SHARE of the list if more:
 # a rewrite of the whole B-tree, paid once in many deltas instead of by each.
@@ -238,6 +240,12 @@ class _Rows:
             raise self.fail(f"{key} is not an ISO 8601 date or date-time (got {printable(text[:40])!r})") from None
 
 
+def _key_flags(deny, label, valid_from, valid_until) -> int:
+    """A hashed entry's flags in its keys file; DETAILS: its label or window is in the SQLite file."""
+    details = label is not None or valid_from is not None or valid_until is not None
+    return (DENY if deny else 0) | (DETAILS if details else 0)
+
+
 def keys_file_name(file: str, fold: int) -> str:
     """The keys file of list file `file` after `fold` folds (a fold writes a new one)."""
     return f"{file}.k{fold}"
@@ -281,10 +289,9 @@ class ListFile:
     def _keyed(self, rows):
         """Each row's key into the keys file; the rows with details on to the SQLite file."""
         for row in rows:
-            code, deny, label, valid_from, valid_until = row
-            details = label is not None or valid_from is not None or valid_until is not None
-            self.keys.add(code, (DENY if deny else 0) | (DETAILS if details else 0))
-            if details:
+            flags = _key_flags(*row[1:])
+            self.keys.add(row[0], flags)
+            if flags & DETAILS:
                 yield row
 
     def add_unsorted(self, rows) -> None:
@@ -294,17 +301,14 @@ class ListFile:
         minutes."""
         if self.keys is None:
             return self.add(rows)
-        import numpy as np  # numpy comes with OpenCV; only hashed imports and folds need it here
-
         keys, flags = bytearray(), bytearray()
 
         def collect():
             for row in rows:
-                code, deny, label, valid_from, valid_until = row
-                details = label is not None or valid_from is not None or valid_until is not None
+                code, *rest = row
                 keys.extend(code)
-                flags.append((DENY if deny else 0) | (DETAILS if details else 0))
-                if details:
+                flags.append(_key_flags(*rest))
+                if flags[-1] & DETAILS:
                     yield row
         self.conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)", collect())
         if len(keys) != HASH_BYTES * len(flags):
@@ -834,16 +838,14 @@ class ListStore:
 
     def _fold_keys(self, conn: sqlite3.Connection, file: str, old_name: str) -> str:
         """Write the keys file that follows old_name with the overlay merged in; returns its name."""
-        import numpy as np  # numpy comes with OpenCV; only a fold needs it here
-
-        over = conn.execute(f"SELECT code, deny, removed, {_HAS_DETAILS} FROM overlay ORDER BY code").fetchall()
+        over = conn.execute(f"SELECT {_COLUMNS}, removed FROM overlay ORDER BY code").fetchall()
         if any(not isinstance(row[0], bytes) or len(row[0]) != HASH_BYTES for row in over):
             raise ListError(f"list file {file}: the overlay of a hashed list holds a code that is not a hash")
         keys = np.frombuffer(b"".join(row[0] for row in over), dtype=f"S{HASH_BYTES}")
-        flags = np.array([(DENY if row[1] else 0) | (DETAILS if row[3] else 0) for row in over], dtype=np.uint8)
-        removed = np.array([bool(row[2]) for row in over], dtype=bool)
+        flags = np.array([_key_flags(*row[1:5]) for row in over], dtype=np.uint8)
+        removed = np.array([bool(row[5]) for row in over], dtype=bool)
         match = _KEYS_FILE.fullmatch(old_name)
-        new_name = keys_file_name(file, int(match.group(1)) + 1 if match else 1)
+        new_name = keys_file_name(file, int(match.group(2)) + 1 if match else 1)
         old = _open_keys(self.dir / old_name)
         writer = KeysWriter(self.dir / new_name)
         try:
@@ -869,7 +871,7 @@ class ListStore:
         for suffix in ("", "-wal", "-shm"):
             (self.dir / (file + suffix)).unlink(missing_ok=True)
         for path in self.dir.glob(glob.escape(file) + ".k*"):
-            if _KEYS_FILE.fullmatch(path.name) and path.name.rpartition(".k")[0] == file:
+            if (match := _KEYS_FILE.fullmatch(path.name)) and match.group(1) == file:
                 path.unlink(missing_ok=True)
 
     # -- start-up repairs --------------------------------------------------------------------------
