@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CONFIG ?= config/demo.toml
 PYTEST_ARGS ?=
 
-.PHONY: run test bench deps deps-test demo-images install uninstall clean
+.PHONY: run test bench screens deps deps-test demo-images install uninstall clean
 
 run: $(VENV)/.installed
 ifeq ($(CONFIG),config/demo.toml)
@@ -21,6 +21,14 @@ bench: deps-test $(VENV)/.installed-test
 	$(BIN)/python -m bench.decode
 	$(BIN)/python -m bench.latency
 	$(BIN)/python -m bench.sync
+	$(BIN)/python -m bench.ui
+	$(BIN)/python -m bench.credentials
+
+# The screenshots in docs/screens (a real headless Chromium on the kiosk and officer pages).
+screens: deps-test $(VENV)/.installed-test
+	$(BIN)/python -m bench.screens
+	CHECKPOINT_SCREENS=docs/screens $(BIN)/python -m pytest -q tests/test_ui_officer.py -k screenshots
+	CHECKPOINT_SCREENS=docs/screens $(BIN)/python -m pytest -q tests/test_dashboard.py -k last_will
 
 demo-images: $(VENV)/.installed-test
 	$(BIN)/python -m bench.make_demo config/demo
@@ -38,12 +46,12 @@ $(VENV)/.created: | deps
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	touch $@
 
-$(VENV)/.installed: pyproject.toml setup.py edge/_keysfind.c $(VENV)/.created
+$(VENV)/.installed: pyproject.toml $(VENV)/.created
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet -e '.[test,hub]'
+	$(BIN)/python -m pip install --quiet -e '.[test,hub,bench]'
 	touch $@
 
 install:

@@ -14,12 +14,18 @@ import sys
 from pathlib import Path
 from typing import get_args
 
+from . import doctor
+from .credentials import cli as credential_cli
+from .ui import passwords
 from .clock import boot_id, iso_ms, mono_ns, parse_since, wall_ms
-from .config import ConfigError, DecoderType, Settings, load_settings
+from .config import ConfigError, DecoderType, Settings, os_reason
+from .layers import load_settings
 from .export import write_entries
 from .lists import ListError, ListStore
+from .model import Reason
 from .payload import printable
 from .store import EntryReader, StoreError
+from .textsafe import for_log
 
 DEFAULT_CONFIG = os.environ.get("CHECKPOINT_CONFIG", "/etc/checkpoint/checkpoint.toml")
 
@@ -28,8 +34,26 @@ class Failure(Exception):
     """A command that could not do its work; printed as one line, exit status 1."""
 
 
+class Usage(Exception):
+    """A command line that cannot be right (a value argparse could not judge); exit status 2."""
+
+
+MESSAGE_LIMIT = 2000  # one error line: enough for every key a config gets wrong, not a file's worth
+
+
 def _settings(args) -> Settings:
-    return load_settings(args.config)
+    return _load(args.config)
+
+
+def _load(path) -> Settings:
+    """load_settings, with whatever it did not foresee turned into a ConfigError: a config that cannot be
+    loaded, for any reason, is exit 2 and one line."""
+    try:
+        return load_settings(path)
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. a pushed layer nested past the stack's depth
+        raise ConfigError(f"{path}: cannot be loaded ({type(exc).__name__}: {for_log(exc, 120)})") from None
 
 
 def _out(text: str = "") -> None:
@@ -45,9 +69,31 @@ def cmd_run(args) -> int:
 
 
 def cmd_config_check(args) -> int:
-    settings = load_settings(args.file)
-    _out(f"{args.file}: ok (device {settings.device.id}, source {settings.source.type}, "
+    settings = _load(args.file)
+    _out(f"{for_log(args.file, 500)}: ok (device {settings.device.id}, source {settings.source.type}, "
          f"mode {settings.decision.mode}, version {settings.version})")
+    if not (args.lists or args.strict):
+        return 0
+    # A list named in the config may yet come (imported, or pushed by the hub): a warning, not a config
+    # error; --strict makes it a failure, for an installation that must not start without its lists.
+    try:
+        store = _lists(settings, readonly=True)
+        infos = {info.name: info for info in store.infos()}
+    except sqlite3.Error as exc:
+        raise Failure(f"lists database {settings.store.lists_path}: {exc}") from None
+    named = settings.decision.lists or list(infos)
+    if not named:
+        _out("lists: none on this device" + (" (every list is consulted)" if not settings.decision.lists else ""))
+    missing = [name for name in named if name not in infos]
+    for name in named:
+        info = infos.get(name)
+        if info is not None:
+            _out(f"list {name}: v{info.version}, {info.count} entries, imported {iso_ms(info.imported_ms)}")
+    for name in missing:
+        _out(f"warning: list {name} is named in [decision] lists but is not on this device; "
+             f"scans on no other list get list-missing ({settings.decision.outcome(Reason.LIST_MISSING).value})")
+    if missing and args.strict:
+        raise Failure(f"{len(missing)} of the lists named in [decision] lists missing: {', '.join(missing)}")
     return 0
 
 
@@ -69,30 +115,52 @@ def cmd_decode(args) -> int:
                     _out(f"{path}{where}\t{printable(text)}")
         except OSError as exc:
             failed += 1
-            print(f"checkpoint decode: {path}: {exc.strerror or exc}", file=sys.stderr)
+            print(f"checkpoint decode: {for_log(path)}: {os_reason(exc)}", file=sys.stderr)
     return 1 if failed else 0
 
 
 def cmd_check(args) -> int:
+    """What the gate would decide for CODE now, through the daemon's own path (policy.judge): its clock
+    judgement from the newest entry, its repeat rule, stale and missing lists. Nothing is recorded."""
     from .payload import code_from_bytes, examine
-    from .policy import Policy
+    from .policy import Policy, clock_for, judge
 
     settings = _settings(args)
     lists = _lists(settings, readonly=True)
     try:
         reader = EntryReader(settings.store.entries_path)
-        last_allowed = reader.last_allowed
     except StoreError:
-        last_allowed = lambda code: None  # noqa: E731 - no entries yet, so nothing can be a repeat
-    text, malformed = examine(code_from_bytes(os.fsencode(args.code)), settings.decoder.max_payload_bytes)
-    decision = Policy(settings.decision, lists, last_allowed).decide(
-        text, malformed=malformed, now_ms=wall_ms(), now_mono_ns=mono_ns())
+        reader = None  # no entries yet: nothing can be a repeat, and no entry bounds the clock
+    try:
+        last_allowed = reader.last_allowed if reader else (lambda code: None)
+        newest = reader.newest_wall_ms() if reader else None
+        policy = Policy.for_settings(settings, lists, last_allowed)
+        clock = clock_for(settings, newest)
+        text, malformed = examine(code_from_bytes(os.fsencode(args.code)), settings.decoder.max_payload_bytes)
+        decision, state = judge(policy, clock, text, malformed=malformed, now_ms=wall_ms(), now_mono_ns=mono_ns(),
+                                reported_state=_daemon_clock(settings))
+        missing = policy.missing_lists()
+        stale = policy.stale_lists(wall_ms()) if clock.trusted(state) else []
+    except sqlite3.Error as exc:
+        raise Failure(f"lists database {settings.store.lists_path}: {exc}") from None
     result = {"decision": decision.outcome.value, "reason": decision.reason.value, "list": decision.list_name,
-              "list_version": decision.list_version, "label": decision.label}
-    _out(json.dumps(result, ensure_ascii=False) if args.json else
-         f"{decision.outcome.value} ({decision.reason.value})"
+              "list_version": decision.list_version, "label": decision.label, "rule": decision.rule,
+              "clock": state, "clock_trusted": clock.trusted(state), "missing_lists": missing, "stale_lists": stale}
+    if args.json:
+        _out(json.dumps(result, ensure_ascii=False))
+        return 0
+    _out(f"{decision.outcome.value} ({decision.reason.value}"
+         + (f": {decision.rule})" if decision.rule else ")")
          + (f" by list {decision.list_name}@{decision.list_version}" if decision.list_name else "")
-         + (f": {decision.label}" if decision.label else ""))
+         + (f": {printable(decision.label)}" if decision.label else ""))
+    if not clock.trusted(state):
+        _out(f"note: the clock is not trusted ({state}): validity windows are not judged "
+             f"([clock] untrusted_windows = {settings.clock.untrusted_windows})")
+    for name in missing:
+        _out(f"note: list {name} is named in [decision] lists but is not on this device")
+    for name in stale:
+        _out(f"note: list {name} is older than its maximum age ([decision] stale_lists = "
+             f"{settings.decision.stale_lists})")
     return 0
 
 
@@ -102,9 +170,13 @@ def cmd_entries(args) -> int:
     if args.since:
         try:
             since = parse_since(args.since, settings.device.timezone)
-        except ValueError:
-            raise Failure(f"--since {args.since!r}: use an ISO date or date-time, or a span such as 2h or 7d")
-    write_entries(_reader(settings).rows(since_ms=since), args.format)
+            if not -(2**63) <= since < 2**63:  # '99999999999999999999d': more than SQLite can compare
+                raise OverflowError(since)
+        except (ValueError, OverflowError):
+            raise Usage(f"--since {for_log(args.since, 60)!r}: use an ISO date or date-time, or a span such as "
+                        "2h or 7d") from None
+    rows = _reader(settings).rows(since_ms=since)
+    write_entries(rows, args.format)  # CSV cells neutralised there; JSON exact
     return 0
 
 
@@ -173,12 +245,16 @@ def cmd_status(args) -> int:
              + (f"; last error: {sync['last_error']}" if sync.get("last_error") else ""))
         remote = sync.get("remote") or {}
         for target, applied in (remote.get("config") or {}).items():
-            _out(f"pushed config {target} v{applied.get('version')}")
+            idle = " (not in force)" if isinstance(applied, dict) and applied.get("in_force") is False else ""
+            _out(f"pushed config {for_log(target)} v{for_log(applied.get('version'))}{idle}")
         for name, progress in (remote.get("downloads") or {}).items():
-            _out(f"fetching      list {name}: {progress}")
+            _out(f"fetching      list {for_log(name)}: {for_log(progress)}")
+        for problem in remote.get("problems") or []:
+            _out(f"problem       {for_log(problem)}")
         if remote.get("last_rejected"):
             r = remote["last_rejected"]
-            _out(f"last refused  {r.get('kind')} {r.get('name') or r.get('target')} v{r.get('version')}: {r.get('reason')}")
+            _out(f"last refused  {for_log(r.get('kind') or '-')} {for_log(r.get('name') or r.get('target') or '-')} "
+                 f"v{for_log(r.get('version') or '-')}: {for_log(r.get('reason'))}")
     if isinstance(status["lists"], str):
         _out(f"lists         {status['lists']}")
     for info in status["lists"] if isinstance(status["lists"], list) else []:
@@ -194,7 +270,7 @@ def cmd_list_import(args) -> int:
             info = store.import_csv(args.name, fh, zone=settings.device.timezone,
                                     max_code_bytes=settings.decoder.max_payload_bytes, source=Path(args.file).name)
     except OSError as exc:
-        raise Failure(f"list import {args.name}: {args.file}: {exc.strerror or exc}") from None
+        raise Failure(f"list import {args.name}: {args.file}: {os_reason(exc)}") from None
     except ListError as exc:
         raise Failure(f"list import {args.name}: {args.file}: {exc}; the list is unchanged") from None
     _out(f"list {info.name} v{info.version}: {info.count} entries imported")
@@ -250,9 +326,12 @@ def _daemon_state(settings: Settings) -> dict | None:
     path = settings.store.entries_path.parent / "status.json"
     try:
         state = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
-    state["age_s"] = (wall_ms() - state.get("written_ms", 0)) / 1000
+    if not isinstance(state, dict):
+        return None
+    written = state.get("written_ms")
+    state["age_s"] = (wall_ms() - written) / 1000 if isinstance(written, int) else float("nan")
     return state
 
 
@@ -270,6 +349,23 @@ def _sync_state(settings: Settings) -> dict | None:
     except StoreError as exc:
         state["outbox"] = {"error": str(exc)}
     return state
+
+
+def _daemon_clock(settings: Settings) -> str | None:
+    """The clock state a running daemon reported: it alone can have seen the clock jump back."""
+    state = _daemon_state(settings)
+    if not state or state.get("state") != "running" or not isinstance(state.get("clock"), dict):
+        return None
+    pid = state.get("pid")
+    if not isinstance(pid, int) or pid <= 0:  # 0 or less would name a process group, not the daemon
+        return None
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return None  # not running any more: what it saw has gone with it
+    except PermissionError:
+        pass  # running as another user
+    return state["clock"].get("state")
 
 
 def _reader(settings: Settings) -> EntryReader:
@@ -334,7 +430,21 @@ def parser() -> argparse.ArgumentParser:
         dest="config_command", required=True, metavar="ACTION")
     p = config.add_parser("check", help="validate a config file")
     p.add_argument("file", metavar="FILE")
+    p.add_argument("--lists", action="store_true", help="also show the consulted lists, and warn of each one "
+                   "named in [decision] lists that is not on this device")
+    p.add_argument("--strict", action="store_true", help="with --lists: a missing list is a failure (exit 1)")
     p.set_defaults(func=cmd_config_check)
+
+    credential_cli.add_arguments(sub)  # `credential verify|show`
+
+    ui = sub.add_parser("ui", help="the screens").add_subparsers(dest="ui_command", required=True, metavar="ACTION")
+    p = ui.add_parser("hash-password", help="an argon2 hash of an officer's password, for [ui] officers")
+    passwords.add_arguments(p)
+    p.set_defaults(func=passwords.run)
+
+    p = sub.add_parser("doctor", help="check that this machine can run the configured appliance")
+    doctor.add_arguments(p)  # adds --config itself
+    p.set_defaults(func=doctor.run)
     return top
 
 
@@ -343,10 +453,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as exc:
-        print(f"checkpoint: config error: {exc}", file=sys.stderr)
+        print(f"checkpoint: config error: {for_log(exc, MESSAGE_LIMIT)}", file=sys.stderr)
+        return 2
+    except Usage as exc:
+        print(f"checkpoint: {for_log(exc, MESSAGE_LIMIT)}", file=sys.stderr)
         return 2
     except (Failure, StoreError) as exc:
-        print(f"checkpoint: {exc}", file=sys.stderr)
+        # Messages carry file names, list names and rows from outside: one escaped line each.
+        print(f"checkpoint: {for_log(exc, MESSAGE_LIMIT)}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         return 0

@@ -5,16 +5,20 @@ a checkpoint's config never silently falls back to a default.
 """
 from __future__ import annotations
 
-import hashlib
+import errno
+import os
 import socket
+import stat
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .credentials.settings import CredentialsSettings
 from .model import Outcome, Reason
+from .textsafe import for_log
 
 
 class ConfigError(Exception):
@@ -26,10 +30,28 @@ class _Model(BaseModel):
 
 
 # ---- device -------------------------------------------------------------------------------------
+# A device id and a group name become MQTT topic levels and parts of file names: no '.' or '..' (a path
+# step), no leading '-' (an option to any command given the name), no wildcard or separator.
+SAFE_NAME = r"^[A-Za-z0-9._][A-Za-z0-9._-]{0,63}$"
+
+
+def _not_dots(value: str) -> str:
+    if value in (".", ".."):
+        raise ValueError(f"{value!r} is a path step, not a name")
+    return value
+
+
+SafeName = Annotated[str, Field(pattern=SAFE_NAME), AfterValidator(_not_dots)]
+# A list's name, as edge.lists.NAME accepts it (a name it refuses could never be imported, so never found).
+LIST_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+ListName = Annotated[str, Field(pattern=LIST_NAME)]
+
+
 class DeviceSettings(_Model):
-    id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=64,
-                    pattern=r"^[A-Za-z0-9._-]+$", description="Device id, also the MQTT client id.")
-    timezone: str = Field("UTC", description="Zone for dates in lists without an offset.")
+    id: SafeName = Field(default_factory=socket.gethostname, description="Device id, also the MQTT client id "
+                         "and part of topics and file names: letters, digits, '.', '_', '-' (not first), "
+                         "at most 64, not '.' or '..'.")
+    timezone: str = Field("UTC", max_length=200, description="Zone for dates in lists without an offset.")
 
     @field_validator("id")
     @classmethod
@@ -43,8 +65,8 @@ class DeviceSettings(_Model):
     def _known_zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r}") from exc
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # 'America' is a directory: OSError
+            raise ValueError(f"unknown time zone {for_log(value, 60)!r}") from exc
         return value
 
 
@@ -119,6 +141,10 @@ class DecoderSettings(_Model):
                               "where a code could be (deblurring, unwarping, rescaling) within budget_ms; zxing: "
                               "zxing-cpp alone; pyzbar: ZBar alone.")
     budget_ms: float = Field(20, ge=0, le=1000, description="At most this long per frame on second passes.")
+    budget: Literal["frame", "fixed"] = Field(
+        "frame", description="frame: second passes get what the camera's frame interval leaves after the first "
+        "pass (less a fifth for the rest of the step), never more than budget_ms, so a slow CPU does not fall "
+        "further behind the camera; scanners and unpaced replays get budget_ms. fixed: always budget_ms.")
     debounce_ms: int = Field(1500, ge=0, le=600_000,
                              description="A code seen again within this time of its last sighting is the same scan.")
     max_payload_bytes: int = Field(2048, ge=16, le=8192, description="Longer payloads are malformed.")
@@ -129,27 +155,32 @@ Mode = Literal["allowlist", "denylist", "record"]
 
 _A, _D, _R = Outcome.ALLOW, Outcome.DENY, Outcome.REVIEW
 DEFAULT_OUTCOMES: dict[str, dict[Reason, Outcome]] = {
+    # list-missing: fail closed, truthfully, where only a list lets people in; a person decides where the
+    # deny list cannot be checked.
     "allowlist": {Reason.LISTED: _A, Reason.NOT_LISTED: _D, Reason.DENY_LISTED: _D, Reason.EXPIRED: _D,
-                  Reason.NOT_YET_VALID: _D, Reason.REPEATED: _R, Reason.MALFORMED: _D},
+                  Reason.NOT_YET_VALID: _D, Reason.REPEATED: _R, Reason.MALFORMED: _D, Reason.LIST_MISSING: _D},
     "denylist": {Reason.LISTED: _A, Reason.NOT_LISTED: _A, Reason.DENY_LISTED: _D, Reason.EXPIRED: _A,
-                 Reason.NOT_YET_VALID: _A, Reason.REPEATED: _R, Reason.MALFORMED: _D},
+                 Reason.NOT_YET_VALID: _A, Reason.REPEATED: _R, Reason.MALFORMED: _D, Reason.LIST_MISSING: _R},
     "record": {reason: _A for reason in Reason},
 }
 Policy3 = Literal["deny", "review", "ignore"]
 OutcomeName = Literal["allow", "deny", "review"]
-OverridableReason = Literal["listed", "not-listed", "deny-listed", "expired", "not-yet-valid", "repeated", "malformed"]
+OverridableReason = Literal["listed", "not-listed", "deny-listed", "expired", "not-yet-valid", "repeated", "malformed",
+                            "list-missing"]
 
 
 class DecisionSettings(_Model):
     mode: Mode = "allowlist"
-    lists: list[str] = Field(default_factory=list, description="Lists consulted; empty means every list on the device.")
+    lists: list[ListName] = Field(default_factory=list, max_length=1000,
+                                  description="Lists consulted; empty means every list on the device.")
     repeat_window_s: int = Field(0, ge=0, le=7 * 86400,
                                  description="An allowed code shown again within this time is 'repeated'; 0 disables.")
     outcomes: dict[OverridableReason, OutcomeName] = Field(default_factory=dict,
                                                            description="Overrides of the mode's outcome per reason.")
     list_max_age_h: float | None = Field(None, gt=0, le=24 * 3650,
                                          description="A list not updated for longer is stale; none: never stale.")
-    list_max_age_h_for: dict[str, float] = Field(default_factory=dict, description="Per-list maximum ages.")
+    list_max_age_h_for: dict[ListName, Annotated[float, Field(gt=0, le=24 * 3650)]] = Field(
+        default_factory=dict, max_length=1000, description="Per-list maximum ages.")
     stale_lists: Literal["keep", "review", "deny"] = Field(
         "keep", description="What an allow becomes while a consulted list is stale ('keep': still allow).")
 
@@ -247,7 +278,7 @@ class RemoteSettings(_Model):
     enabled: bool = False
     trusted_keys: list[Annotated[str, Field(pattern=r"^ed25519:[A-Za-z0-9+/]{43}=$")]] = Field(
         default_factory=list, max_length=16, description="Administrators' Ed25519 public keys (several, to rotate).")
-    groups: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")]] = Field(
+    groups: list[SafeName] = Field(
         default_factory=list, max_length=32, description="Groups this device belongs to (group:NAME targets).")
     hash_key_file: str | None = Field(None, description="File or systemd credential holding the key of "
                                       "hashed lists (64 hex digits).")
@@ -266,6 +297,39 @@ class LogSettings(_Model):
     codes: bool = Field(False, description="Show scanned codes in the log (personal data); off shows a short hash.")
 
 
+# ---- screens (edge/ui) ---------------------------------------------------------------------------
+class OfficerSettings(_Model):
+    name: str = Field(min_length=1, max_length=64, description="Shown on the officer page and recorded with "
+                      "every review answer and manual entry.")
+    password_hash: str | None = Field(None, max_length=512, description="An argon2 hash of the officer's "
+                                      "password (`checkpoint ui hash-password`).")
+    password_credential: str | None = Field(None, max_length=255, description="Or: a systemd credential (or "
+                                            "file) holding that hash.")
+
+    @model_validator(mode="after")
+    def _one_password(self) -> "OfficerSettings":
+        if (self.password_hash is None) == (self.password_credential is None):
+            raise ValueError(f"officer {self.name!r}: give exactly one of password_hash, password_credential")
+        return self
+
+
+class UISettings(_Model):
+    enabled: bool = Field(True, description="Serve the kiosk screen and the officer page.")
+    listen: str = Field("127.0.0.1:8080", max_length=200, description="host:port. Listening beyond the device "
+                        "(e.g. 0.0.0.0 on the hotspot) is the administrator's explicit choice.")
+    tls_cert_file: str | None = Field(None, max_length=4096, description="Serve HTTPS with this certificate "
+                                      "(PEM) and tls_key_file.")
+    tls_key_file: str | None = Field(None, max_length=4096)
+    language: str = Field("vi", pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$", description="The screens' language: "
+                          "a catalogue in edge/ui/messages/<language>/.")
+    site_name: str = Field("", max_length=120, description="Shown on the kiosk's idle screen.")
+    display_s: float = Field(4.0, gt=0, le=120, description="How long the kiosk shows a decision before the "
+                             "prompt comes back.")
+    review_expiry_s: float = Field(300, gt=0, le=86400, description="A review left unanswered this long is "
+                                   "marked expired on the officer page.")
+    officers: list[OfficerSettings] = Field(default_factory=list, max_length=200)
+
+
 class Settings(_Model):
     version: str | None = Field(None, max_length=200, description="Config version recorded on every entry.")
     device: DeviceSettings = Field(default_factory=DeviceSettings)
@@ -279,6 +343,8 @@ class Settings(_Model):
     clock: ClockSettings = Field(default_factory=ClockSettings)
     remote: RemoteSettings = Field(default_factory=RemoteSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    ui: UISettings = Field(default_factory=UISettings)
+    credentials: CredentialsSettings = Field(default_factory=CredentialsSettings)
 
     @model_validator(mode="after")
     def _signals_name_outputs(self) -> "Settings":
@@ -293,6 +359,33 @@ class Settings(_Model):
 
 # ---- loading ------------------------------------------------------------------------------------
 MAX_CONFIG_BYTES = 1 << 20
+# The deepest a valid config goes is 4 tables (signals.allow.green.on_ms); far deeper is refused before
+# anything walks it, since recursive code (pydantic, repr, merging layers) would exhaust the stack.
+MAX_DEPTH = 32
+MAX_ERRORS = 10      # problems named in one message; the rest are counted
+SHOWN_VALUE = 80     # characters of an offending value quoted in a message
+
+
+def os_reason(exc: OSError) -> str:
+    """An OSError in plain words for one line; a symbolic link loop said as such, not as its errno text."""
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop"
+    return exc.strerror or type(exc).__name__
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether tables and arrays nest deeper than limit (walked without recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            node = node.values()
+        elif not isinstance(node, list):
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in node if isinstance(child, (dict, list)))
+    return False
 
 
 def _key_path(raw: Any, loc: tuple[Any, ...]) -> str:
@@ -302,124 +395,100 @@ def _key_path(raw: Any, loc: tuple[Any, ...]) -> str:
     for item in loc:
         if isinstance(node, dict) and item not in node and item in (node.get("type"), node.get("driver")):
             continue  # a union's tag, not a key
-        parts.append(str(item))
+        parts.append(for_log(str(item), SHOWN_VALUE))  # keys are outside text too: one line, capped
         node = node.get(item) if isinstance(node, dict) else None
     return ".".join(parts) or "(top level)"
 
 
+def _shown(value: Any) -> str:
+    """An offending value, quoted for one line of a message."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # an int past Python's 4,300-digit limit for text
+        text = f"a {type(value).__name__} too large to show"
+    return for_log(text, SHOWN_VALUE)
+
+
+def _problems(raw: Any, exc: ValidationError) -> str:
+    lines = []
+    errors = exc.errors(include_url=False)
+    for err in errors[:MAX_ERRORS]:
+        msg = for_log(err["msg"].removeprefix("Value error, "), 300)
+        path = _key_path(raw, tuple(err["loc"]))
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        elif "input" in err and err["type"] not in ("union_tag_invalid",) and not isinstance(err["input"], dict):
+            shown = _shown(err["input"])
+            if shown not in msg:
+                msg += f" (got {shown})"
+        lines.append(f"{path}: {msg}" if not msg.startswith(path + ":") else msg)
+    if len(errors) > MAX_ERRORS:
+        lines.append(f"and {len(errors) - MAX_ERRORS} more")
+    return "; ".join(lines)
+
+
 def parse_settings(raw: dict[str, Any], origin: str = "config") -> Settings:
+    """Validated settings, or a ConfigError of one line: whatever was handed in, nothing else escapes."""
+    origin = for_log(origin, 500)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: not a table of settings")
+    if _depth_exceeds(raw, MAX_DEPTH):
+        raise ConfigError(f"{origin}: tables or arrays nested deeper than {MAX_DEPTH} levels")
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors(include_url=False):
-            msg = err["msg"].removeprefix("Value error, ")
-            path = _key_path(raw, tuple(err["loc"]))
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key"
-            elif err["type"] == "missing":
-                msg = "required key is missing"
-            elif "input" in err and err["type"] not in ("union_tag_invalid",) and not isinstance(err["input"], dict) \
-                    and repr(err["input"]) not in msg:
-                msg += f" (got {err['input']!r})"
-            lines.append(f"{path}: {msg}" if not msg.startswith(path + ":") else msg)
-        raise ConfigError(f"{origin}: " + "; ".join(lines)) from None
+        try:
+            problems = _problems(raw, exc)
+        except Exception as inner:  # noqa: BLE001 - the report of a bad config must not be what fails
+            problems = f"{exc.error_count()} problems ({type(inner).__name__} while naming them)"
+        raise ConfigError(f"{origin}: {problems}") from None
+    except Exception as exc:  # noqa: BLE001 - a validator's surprise is still a config that cannot be used
+        raise ConfigError(f"{origin}: cannot be used ({type(exc).__name__}: {for_log(exc, SHOWN_VALUE)})") from None
 
 
 def read_config(path: str | Path) -> tuple[dict[str, Any], bytes]:
-    """A config file's TOML as a dict, and its bytes."""
+    """A config file's TOML as a dict, and its bytes. Only a regular file is read: a FIFO would block
+    the reader and a device could be endless."""
     path = Path(path)
+    shown = for_log(str(path), 300)
     try:
-        with path.open("rb") as fh:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigError(f"{shown}: cannot read: {os_reason(exc)}") from None
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            mode = os.fstat(fh.fileno()).st_mode
+            if stat.S_ISDIR(mode):
+                raise ConfigError(f"{shown}: cannot read: is a directory")
+            if not stat.S_ISREG(mode):
+                raise ConfigError(f"{shown}: cannot read: not a regular file")
             data = fh.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
+        raise ConfigError(f"{shown}: cannot read: {os_reason(exc)}") from None
     return parse_toml(data, str(path)), data
 
 
 def parse_toml(data: bytes, origin: str) -> dict[str, Any]:
+    """TOML text (a config file, or a pushed config's body) as a dict, or a ConfigError of one line."""
+    origin = for_log(origin, 500)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{origin}: larger than {MAX_CONFIG_BYTES} bytes")
     try:
-        return tomllib.loads(data.decode("utf-8"))
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{origin}: not UTF-8 text (byte {exc.start})") from None
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{origin}: not valid TOML: {exc}") from None
-
-
-# What a pushed configuration may set. The device's identity, its store, its broker connection and the
-# keys it trusts stay in the local file: a bundle that could change them could cut the device off.
-REMOTE_SECTIONS = ("version", "source", "decoder", "decision", "outputs", "signals", "clock", "log")
-
-
-def _deep_merge(base: dict, override: dict) -> dict:
-    merged = dict(base)
-    for key, value in override.items():
-        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(
-            merged.get(key), dict) else value
-    return merged
-
-
-def apply_layers(raw: dict[str, Any], layers: list[dict]) -> dict[str, Any]:
-    """Layers (each {"target", "version", "merge", "settings"}), least specific first, over the local
-    file: 'override' merges table by table; 'full' replaces every pushable section."""
-    local_version = raw.get("version")
-    for layer in layers:
-        override = layer["settings"]
-        unknown = sorted(set(override) - set(REMOTE_SECTIONS))
-        if unknown:
-            raise ConfigError(f"{layer['target']} v{layer['version']}: a pushed config may not set "
-                              f"{', '.join(unknown)} (only {', '.join(REMOTE_SECTIONS)})")
-        if layer["merge"] == "full":
-            raw = {k: v for k, v in raw.items() if k not in REMOTE_SECTIONS} | override
-        else:
-            raw = _deep_merge(raw, override)
-    if layers:
-        base = raw.get("version", local_version)
-        raw = {**raw, "version": f"{base or 'local'}+" + "+".join(f"{l['target']}.{l['version']}" for l in layers)}
+        raise ConfigError(f"{origin}: not valid TOML: {for_log(exc, 300)}") from None
+    except RecursionError:
+        raise ConfigError(f"{origin}: not usable TOML: arrays or tables nested too deeply") from None
+    except ValueError:  # not a TOMLDecodeError: an integer past Python's 4,300-digit limit for text
+        raise ConfigError(f"{origin}: not usable TOML: a number with too many digits") from None
+    except Exception as exc:  # noqa: BLE001 - whatever the parser did not foresee, the file is unusable
+        raise ConfigError(f"{origin}: not usable TOML ({type(exc).__name__}: {for_log(exc, SHOWN_VALUE)})") from None
+    if _depth_exceeds(raw, MAX_DEPTH):
+        raise ConfigError(f"{origin}: tables or arrays nested deeper than {MAX_DEPTH} levels")
     return raw
-
-
-def remote_layers(store_dir: str | Path) -> list[dict]:
-    """The accepted configuration layers, as the sync receiver saved them (remote.json in the store)."""
-    import json
-
-    path = Path(store_dir) / "remote.json"
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return []
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: unreadable: {exc}") from None
-    layers = state.get("config_layers", []) if isinstance(state, dict) else []
-    return layers if isinstance(layers, list) else []
-
-
-def settings_with_layers(raw: dict[str, Any], data: bytes, layers: list[dict], origin: str) -> Settings:
-    if raw.get("version") is None:
-        raw = {**raw, "version": "sha256:" + hashlib.sha256(data).hexdigest()[:12]}
-    merged = apply_layers(raw, layers)
-    return parse_settings(merged, origin + (" with pushed config " + ", ".join(
-        f"{l['target']} v{l['version']}" for l in layers) if layers else ""))
-
-
-def load_settings(path: str | Path, *, remote: bool = True) -> Settings:
-    """Read, parse and validate a config file, with the pushed configuration layers over it when
-    [remote] is enabled; the config version defaults to a hash of the file's bytes.
-
-    Pushed layers that no longer fit the local file (it was edited since) are left out, loudly: the
-    device runs on its local file rather than not at all."""
-    raw, data = read_config(path)
-    local = settings_with_layers(raw, data, [], str(path))
-    if not (remote and local.remote.enabled):
-        return local
-    try:
-        layers = remote_layers(local.store.dir)
-        return settings_with_layers(raw, data, layers, str(path)) if layers else local
-    except ConfigError as exc:
-        import logging
-
-        logging.getLogger("checkpoint.config").error("PUSHED CONFIG LEFT OUT: %s; running on %s alone",
-                                                     exc, path)
-        return local

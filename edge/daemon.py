@@ -16,25 +16,34 @@ from pathlib import Path
 from drivers.outputs import Output, OutputError, open_output
 from drivers.sources import Source, SourceError, open_source
 
-from .clock import boot_id, wall_ms
-from .clocktrust import ClockTrust
-from .config import ConfigError, Settings, load_settings
+from .clock import boot_id, mono_ns, wall_ms
+from .config import ConfigError, Settings
+from .layers import load_settings
 from .debounce import Debouncer
-from .health import disk, problems
+from .health import MISSING_LIST, disk, problems
+from .logkey import load_or_create as load_log_key
 from .notify import Notifier
 from .decode import make_decoder
 from .lists import ListStore
 from .pipeline import Pipeline
-from .policy import Policy, stale_lists
+from .policy import Policy, clock_for, stale_lists
 from .signals import Signaller
 from .statefile import write_json
 from .store import EntryStore
+from .textsafe import for_log
+from .ui.link import UILink
 
 log = logging.getLogger("checkpoint.daemon")
 
 PURGE_EVERY_S = 3600.0
 STATUS_EVERY_S = 30.0  # status.json: on every change, else this often (an SD card wears)
 RETRY_EVERY_S = 1.0
+STEP_S = 0.2     # the longest the loop waits for the source before its own chores
+UI_STEP_S = 0.05  # with the screens on: an officer's action waits at most this long for the pipeline's thread
+FILES_EVERY_S = 5.0  # how often to look for the database's files deleted under the daemon
+# Files the daemon creates (databases, held entries, status.json, lists) hold personal data: never for
+# everyone, whatever umask the daemon was started with (0022 from a shell).
+UMASK = 0o027
 # A thread that waits for the GIL gets it after at most this long. Python's 5 ms default let the receiver's
 # decoding of a pushed list delay each lookup by that much at every one of the lookup's own waits for it.
 GIL_SWITCH_S = 0.001
@@ -51,7 +60,12 @@ class _UnreadableLists:
     def __init__(self, path: Path, error: Exception):
         self.path, self.error = path, error
 
+    generation = None  # no stamp to watch: Policy.missing_lists asks infos() each time, which fails alike
+
     def lookup(self, code, names=None):
+        raise sqlite3.DatabaseError(f"{self.path}: {self.error}")
+
+    def infos(self):
         raise sqlite3.DatabaseError(f"{self.path}: {self.error}")
 
     def release_old_snapshot(self) -> None:
@@ -124,6 +138,10 @@ def take_snapshot(parts: Parts) -> dict:
                      "max_age_h": decision.max_age_h(i.name)} for i in infos if decision.consults(i.name)}
     trusted = parts.pipeline.clock.trusted()
     stale = stale_lists(decision, infos, now) if trusted else []  # an untrusted clock cannot say
+    try:
+        missing = parts.pipeline.policy.missing_lists()
+    except (sqlite3.Error, OSError, AttributeError):
+        missing = []  # lists that cannot be read at all are reported as that, when opened
     source, store = parts.source, parts.store
     return {
         "versions": {"software": software_version(), "config": parts.settings.version,
@@ -136,7 +154,8 @@ def take_snapshot(parts: Parts) -> dict:
         "decoder": {"type": parts.settings.decoder.type,  # reads each second pass added since start
                     "second_pass_reads": dict(getattr(parts.pipeline.decoder, "recovered", {}))},
         "clock": {"state": parts.pipeline.clock.state, "trusted": trusted, "wall_ms": now},
-        "lists": ages, "stale_lists": stale, "problems": parts.problems,
+        "lists": ages, "stale_lists": stale, "missing_lists": missing, "problems": parts.problems,
+        "trust": step.trust_status(now) if (step := getattr(parts.pipeline.policy, "credentials", None)) else None,
         "scans": parts.pipeline.scans, "boot_id": boot_id(), "state": "running",
     }
 
@@ -184,14 +203,20 @@ def build(settings: Settings, old: Parts | None = None, on_scan=None, config_pat
             if signaller is not (old and old.signaller):
                 signaller.close()  # free the pins for the rebuild that follows
             raise
-    decoder = make_decoder(settings.decoder.type, settings.decoder.budget_ms)
+    # The second passes' budget follows what the camera's frame rate leaves ([decoder] budget = "frame").
+    decoder = make_decoder(settings.decoder.type, settings.decoder.budget_ms, budget=settings.decoder.budget,
+                           frame_interval_s=lambda: source.frame_interval_s)
+    carried = old is not None and old.pipeline.store is store
+    log_key = old.pipeline.log_key if carried else load_log_key(settings.store.entries_path.parent)
     pipeline = Pipeline(
         source=source, decoder=decoder, debouncer=Debouncer(settings.decoder.debounce_ms * 1_000_000),
-        policy=Policy(settings.decision, lists, store.last_allowed, settings.clock.untrusted_windows),
+        policy=Policy.for_settings(settings, lists, store.last_allowed),
         store=store, signaller=signaller, device_id=settings.device.id, config_version=settings.version,
         max_payload_bytes=settings.decoder.max_payload_bytes, log_codes=settings.log.codes, on_scan=on_scan,
+        log_key=log_key,
         clock=old.pipeline.clock if old is not None and keep(store, "clock") else
-        ClockTrust(newest_entry_ms=store.newest_wall_ms(), require_sync=settings.clock.require_sync))
+        clock_for(settings, store.newest_wall_ms()))
+    pipeline.clock.check(wall_ms(), mono_ns())  # judged now, not first at the next scan
     parts = Parts(settings, source, signaller, store, lists, pipeline)
     parts.snapshot = take_snapshot(parts)
     if old is not None and old.agent is not None:
@@ -211,7 +236,9 @@ def start_agent(settings: Settings, parts: Parts, config_path: Path | None, on_c
         receiver = None
         if settings.remote.enabled and config_path is not None:
             receiver = Receiver(settings.remote, device_id=settings.device.id, prefix=settings.sync.topic_prefix,
-                                config_path=config_path, lists_path=settings.store.lists_path, on_config=on_config)
+                                config_path=config_path, lists_path=settings.store.lists_path, on_config=on_config,
+                                trust_path=Path(settings.credentials.dcc.trust_list)
+                                if settings.credentials.dcc.trust_list else None)
         agent = SyncAgent(settings.sync, device_id=settings.device.id, entries_path=settings.store.entries_path,
                           status=lambda: parts.snapshot, receiver=receiver)
         agent.start()
@@ -234,15 +261,23 @@ def close(parts: Parts) -> None:
 class Daemon:
     def __init__(self, config_path: str | Path, settings: Settings, *, on_scan=None):
         self.config_path = Path(config_path)
-        self.on_scan = on_scan
-        self.parts = build(settings, on_scan=on_scan, config_path=self.config_path, on_config=self.request_reload)
+        self.ui = UILink()
+        self._agent_paused = False  # sync stopped while a deleted database file is recovered
+        self.on_scan = self._scanned if on_scan is None else lambda scan: (self._scanned(scan), on_scan(scan))
+        self.parts = build(settings, on_scan=self.on_scan, config_path=self.config_path,
+                           on_config=self.request_reload)
         self.notifier = Notifier()
         self._stop = False
         self._reload = False
         self._blocking: list[str] = []
         self._degraded: list[str] = []
+        self._missing: list[str] = []
         self._last_ping = 0.0
         self._status_written = 0.0
+
+    def _scanned(self, scan) -> None:
+        if self.ui.active:
+            self.ui.on_scan(scan)  # one bounded queue put: a browser never delays the gate
 
     def request_stop(self, *_args) -> None:
         self._stop = True
@@ -257,6 +292,10 @@ class Daemon:
         except ConfigError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
             return
+        except Exception as exc:  # noqa: BLE001 - no config file, however broken, may stop the gate
+            log.error("reload refused, keeping the running config: %s cannot be loaded (%s: %s)",
+                      self.config_path, type(exc).__name__, for_log(exc))
+            return
         try:
             self.parts = build(settings, self.parts, on_scan=self.on_scan, config_path=self.config_path,
                                on_config=self.request_reload)
@@ -264,7 +303,10 @@ class Daemon:
             log.error("reload failed: %s; restarting with the previous config", exc)
             self.parts = build(self.parts.settings, self.parts, on_scan=self.on_scan, config_path=self.config_path,
                                on_config=self.request_reload)
+            self.ui.apply(self.parts)
             return
+        if self.ui.apply(self.parts):  # restarted only when [ui] (or the device's name or zone) changed
+            self.health(force=True)  # status.json gives the new address at once
         log.info("config reloaded (version %s)", settings.version)
 
     def purge(self) -> None:
@@ -277,30 +319,70 @@ class Daemon:
     def health(self, force: bool = False) -> None:
         """Refresh the snapshot and the problems; log each change of state once, at its level."""
         parts = self.parts
+        parts.pipeline.clock.check(wall_ms(), mono_ns())  # a clock is judged while no one scans too
+        credentials = parts.pipeline.policy.credentials
+        if credentials is not None:
+            credentials.refresh()  # a trust list imported or pushed since: one stat when nothing changed
         parts.snapshot = take_snapshot(parts)
         blocking, degraded = problems(parts)
+        if credentials is not None:
+            degraded = degraded + credentials.problems(wall_ms())
         for problem in blocking:
             if problem not in self._blocking:
                 log.error("UNHEALTHY: %s; watchdog pings withheld", problem)
         for problem in degraded:
-            if problem not in self._degraded:
+            if problem not in self._degraded and not problem.startswith(MISSING_LIST):
                 log.warning("degraded: %s", problem)
+        missing = parts.snapshot.get("missing_lists") or []
+        for name in missing:  # once when it goes missing, not at every scan it affects
+            if name not in self._missing:
+                log.error("LIST MISSING: %s is named in [decision] lists but not on this device; scans "
+                          "that need it cannot be listed", for_log(name))
+        for name in self._missing:
+            if name not in missing:
+                log.info("list %s is on this device again", for_log(name))
+        self._missing = list(missing)
         if (self._blocking or self._degraded) and not (blocking or degraded):
             log.info("healthy again")
         changed = force or blocking != self._blocking or degraded != self._degraded
         parts.problems = blocking + degraded
         parts.snapshot["problems"] = parts.problems
+        parts.snapshot["officer_audit"] = self.ui.audit()  # reaches the hub in the retained status
         if changed:
             self._blocking, self._degraded = blocking, degraded
             self.notifier.status(self._status_line())
+            if parts.agent is not None:
+                parts.agent.status_changed()  # the fleet sees a new problem in a second, not a status interval
+        self.ui.update_status(parts.snapshot, parts.agent)
         if changed or time.monotonic() - self._status_written > STATUS_EVERY_S:
             self._write_status()
+
+    def check_files(self) -> None:
+        """The entry database's files deleted under the daemon: checkpoint and reopen, loudly."""
+        parts = self.parts
+        lost = parts.store.lost_files()
+        if not lost:
+            return
+        agent = parts.agent
+        if agent is not None:  # its own connections hold the deleted files too: closed before the store reopens
+            agent.stop()
+            parts.agent = None
+            self._agent_paused = parts.settings.sync.enabled
+        parts.store.recover_files(lost)
+        # Not while recovery waits for a reader: the agent's read-write connection would make a new -wal beside
+        # the old -shm, which is the corruption the recovery avoids. It comes back once the store has reopened.
+        if self._agent_paused and not parts.store.recovery_pending:
+            parts.agent = start_agent(parts.settings, parts, self.config_path, self.request_reload)
+            self._agent_paused = False
+        self.health(force=True)
 
     def _write_status(self) -> None:
         """status.json beside the database, for `checkpoint status` (written, then renamed into place)."""
         self._status_written = time.monotonic()
         path = self.parts.settings.store.entries_path.parent / "status.json"
-        write_json(path, {**self.parts.snapshot, "pid": os.getpid(), "written_ms": wall_ms()})
+        ui = self.ui.info()
+        write_json(path, {**self.parts.snapshot, "pid": os.getpid(), "written_ms": wall_ms(),
+                          **({"ui": ui} if ui is not None else {})})
 
     def ping(self) -> None:
         """WATCHDOG=1, a few times per watchdog period, only while nothing blocks the pipeline."""
@@ -322,15 +404,19 @@ class Daemon:
         log.info("checkpoint running: device=%s source=%s mode=%s config=%s", settings.device.id,
                  self.parts.source.name, settings.decision.mode, settings.version)
         self.purge()
+        self.ui.apply(self.parts)
         self.health(force=True)
         self.notifier.ready(self._status_line())
         next_purge = time.monotonic() + PURGE_EVERY_S
         next_retry = time.monotonic() + RETRY_EVERY_S
+        next_files = time.monotonic() + FILES_EVERY_S
         try:
             while not self._stop:
                 if self._reload:
                     self.reload()
-                self.parts.pipeline.step(0.2)
+                self.parts.pipeline.step(UI_STEP_S if self.ui.active else STEP_S)
+                if self.ui.active:
+                    self.ui.serve_requests()
                 if self.parts.source.finished:
                     log.info("source %s finished", self.parts.source.name)
                     self.parts.signaller.wait_idle(30)
@@ -341,12 +427,16 @@ class Daemon:
                     self.parts.store.retry()
                     self.health()
                     next_retry = now + RETRY_EVERY_S
+                if now >= next_files:
+                    self.check_files()
+                    next_files = now + FILES_EVERY_S
                 self.ping()
                 if now >= next_purge:
                     self.purge()
                     next_purge = now + PURGE_EVERY_S
         finally:
             self.notifier.stopping()
+            self.ui.stop()
             self.parts.snapshot.update(state="stopped", scans=self.parts.pipeline.scans)
             self._write_status()
             stats, pipeline = self.parts.source.stats, self.parts.pipeline
@@ -358,10 +448,14 @@ class Daemon:
 
 def run_daemon(config_path: str | Path) -> int:
     """`checkpoint run`: exit 0 on a clean stop, 2 on a bad config, 1 when the hardware cannot start."""
+    os.umask(UMASK)
     try:
         settings = load_settings(config_path)
     except ConfigError as exc:
         log.error("config error: %s", exc)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback, for any unloadable file
+        log.error("config error: %s cannot be loaded (%s: %s)", config_path, type(exc).__name__, for_log(exc))
         return 2
     configure_logging(settings.log.level)
     sys.setswitchinterval(GIL_SWITCH_S)

@@ -5,9 +5,17 @@ code only after its error correction passed); pyzbar is selectable as a second o
 """
 from __future__ import annotations
 
+import os
 from typing import Protocol
 
-import cv2
+# The largest image, in pixels, that is ever decoded: a 12 MP Pi camera still (4056x3040) fits three times,
+# while a decompression bomb (an 875 KB PNG of 30000x30000 wants 900 MB) does not. Image readers check it
+# from the file's header before decoding (drivers/sources/frames.py); OpenCV's own limit, read from the
+# environment once when cv2 is first imported, is the second guard, so it is set before that import.
+MAX_IMAGE_PIXELS = 40_000_000
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))
+
+import cv2  # noqa: E402 - after the environment guard above
 import numpy as np
 
 from .model import Code
@@ -78,9 +86,14 @@ def _unique(codes: list[Code]) -> list[Code]:
     return list(dict.fromkeys(codes))
 
 
-def make_decoder(name: str, budget_ms: float = 20) -> Decoder:
+def make_decoder(name: str, budget_ms: float | None = 20, *, budget: str = "fixed",
+                 frame_interval_s=None) -> Decoder:
+    """budget_ms: multipass's time for second passes per frame; 0 none, None unlimited (tests of what it reads).
+    budget "frame": budget_ms caps what the frame interval leaves after the first pass; frame_interval_s is
+    the source's interval in seconds, or a function giving it (None, 0: no interval, budget_ms applies)."""
     if name == "multipass":
         from .multipass import MultiPassDecoder  # it builds on ZxingDecoder
 
-        return MultiPassDecoder(budget_s=budget_ms / 1000)
+        return MultiPassDecoder(budget_s=None if budget_ms is None else budget_ms / 1000,
+                                frame_interval_s=frame_interval_s if budget == "frame" else None)
     return {"zxing": ZxingDecoder, "pyzbar": PyzbarDecoder}[name]()

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import errno
+import os
+import stat
 from pathlib import Path
 from typing import Iterator
 
-import cv2
-
-from drivers.sources.frames import IMAGE_SUFFIXES
+from drivers.sources.base import SourceError
+from drivers.sources.frames import IMAGE_SUFFIXES, CaptureReader, ImageError, os_reason, read_image
 
 from .debounce import Debouncer
-from .decode import Decoder
+from .decode import MAX_IMAGE_PIXELS, Decoder
 from .model import Code
 
 
@@ -18,32 +19,47 @@ def _found(code: Code, **extra) -> dict:
     return {"text": code.text, "hex": code.data.hex(), **extra}
 
 
-def decode_path(path: str, decoder: Decoder, *, debounce_ms: int = 1500) -> Iterator[dict]:
-    """Codes in one file; raises OSError when it is not a readable image or video.
+def decode_path(path: str, decoder: Decoder, *, debounce_ms: int = 1500,
+                max_pixels: int = MAX_IMAGE_PIXELS) -> Iterator[dict]:
+    """Codes in one file; raises OSError when it is not a readable image or video (missing, a symbolic link
+    loop, cut short, corrupt, over the pixel cap), with the reason as its strerror.
 
+    Images and videos are read as the replay source reads them (drivers/sources/frames.py), caps and all.
     In a video the same code in consecutive frames is reported once (debounced on the video's own
     timeline); nothing is debounced across files.
     """
     target = Path(path)
-    if not target.is_file():
-        raise OSError(errno.ENOENT, "no such file" if not target.exists() else "not a file")
+    try:
+        mode = os.stat(target).st_mode
+    except OSError as exc:
+        raise OSError(exc.errno, os_reason(exc)) from None
+    if not stat.S_ISREG(mode):
+        raise OSError(errno.EINVAL, "not a file")
     if target.suffix.lower() in IMAGE_SUFFIXES:
-        image = cv2.imread(str(target), cv2.IMREAD_GRAYSCALE)
-        if image is None:
-            raise OSError(errno.EINVAL, "not a readable image")
+        try:
+            image = read_image(target, max_pixels=max_pixels)
+        except ImageError as exc:
+            raise OSError(errno.EINVAL, str(exc)) from None
         for code in decoder.decode(image):
             yield _found(code)
         return
-    cap = cv2.VideoCapture(str(target))
+    reader = CaptureReader(str(target), max_pixels=max_pixels)
     try:
-        if not cap.isOpened():
-            raise OSError(errno.EINVAL, "not a readable image or video")
-        fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+        try:
+            reader.open()
+        except ImageError as exc:
+            raise OSError(errno.EINVAL, str(exc)) from None
+        except SourceError:
+            raise OSError(errno.EINVAL, "not a readable image or video") from None
+        fps = reader.native_fps or 30.0
         debouncer = Debouncer(debounce_ms * 1_000_000)
         index = 0
         while True:
-            ok, frame = cap.read()
-            if not ok:
+            try:
+                frame = reader.read()
+            except ImageError as exc:
+                raise OSError(errno.EINVAL, f"frame {index}: {exc}") from None
+            if frame is None:
                 break
             t_ns = int(index / fps * 1e9)
             for code in decoder.decode(frame):
@@ -53,4 +69,4 @@ def decode_path(path: str, decoder: Decoder, *, debounce_ms: int = 1500) -> Iter
         if index == 0:
             raise OSError(errno.EINVAL, "video holds no readable frame")
     finally:
-        cap.release()
+        reader.close()

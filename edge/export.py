@@ -7,10 +7,14 @@ import sys
 from typing import Iterable, TextIO
 
 from .clock import iso_ms
+from .textsafe import csv_cell
 
 
 def write_entries(rows: Iterable[dict], fmt: str, stream: TextIO | None = None) -> int:
-    """Each row with a readable UTC `time` first; csv (a header from the first row) or json (one object a line)."""
+    """Each row with a readable UTC `time` first; csv (a header from the first row) or json (one object a line).
+
+    CSV cells a spreadsheet would run as a formula are neutralised; JSON stays exact. Rows end in CRLF
+    (RFC 4180), so the writer quotes any field holding a CR or LF: a code cannot start a row of its own."""
     stream = stream or sys.stdout
     writer = None
     count = 0
@@ -21,7 +25,7 @@ def write_entries(rows: Iterable[dict], fmt: str, stream: TextIO | None = None) 
             stream.write(json.dumps(row, ensure_ascii=False) + "\n")
             continue
         if writer is None:
-            writer = csv.DictWriter(stream, fieldnames=list(row), lineterminator="\n")
+            writer = csv.DictWriter(stream, fieldnames=list(row), lineterminator="\r\n")
             writer.writeheader()
-        writer.writerow(row)
+        writer.writerow({key: csv_cell(value) for key, value in row.items()})
     return count

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from .clock import mono_ns
 
+MISSING_LIST = "missing list: "  # the daemon logs these at ERROR: a scan may be denied for it
+
 
 def disk(path: Path) -> dict:
     try:
@@ -37,10 +39,18 @@ def problems(parts) -> tuple[list[str], list[str]]:
     clock = parts.pipeline.clock
     if not clock.trusted():
         degraded.append(f"wall clock not trusted ({clock.state})")
+    for name in parts.snapshot.get("missing_lists") or []:
+        degraded.append(f"{MISSING_LIST}{name} is named in [decision] lists but not on this device "
+                        "(import it or push it)")
+    if store is not None and store.files_problem:
+        degraded.append(f"entry database: {store.files_problem}")
     stale = parts.snapshot.get("stale_lists") or []
     if stale:
         degraded.append(f"stale lists: {', '.join(stale)} (policy {settings.decision.stale_lists})")
     agent = parts.agent
     if agent is not None and agent.state.get("last_error"):
         degraded.append(f"sync: {agent.state['last_error']}")
+    receiver = getattr(agent, "receiver", None)
+    if receiver is not None:
+        degraded += list(receiver.problems)  # replaced whole by the receiver's thread: safe to read here
     return blocking, degraded

@@ -1,4 +1,4 @@
-"""The administrators' side: keys, and signed configuration and list bundles published as retained
+"""The administrators' side: keys, and signed configuration, list and trust list bundles published as retained
 messages, so that a device coming back after days away finds the current ones at the broker without
 the administrator's machine being online.
 
@@ -14,11 +14,14 @@ import logging
 import os
 import secrets
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge.clock import wall_ms
-from edge.config import apply_layers, parse_settings, parse_toml
+from edge.config import parse_settings, parse_toml
+from edge.credentials import trustfile
+from edge.layers import apply_layers
 from edge.lists import ListInfo, ListStore, check_name, file_rows, key_id as hash_key_id
 from edge.statefile import write_json
 
@@ -106,6 +109,21 @@ def config_topic(prefix: str, target: str) -> str:
     return f"{prefix}/{target_topic(target)}/config"
 
 
+# ---- EU DCC trust lists ---------------------------------------------------------------------------
+def check_trust(data: bytes) -> int:
+    """The check a device makes before it stores a pushed trust list: a Gateway list with at least one
+    usable signer. Returns how many; raises TrustListError."""
+    return len(trustfile.check(data)[1])
+
+
+def trust_bundle(key, target: str, version: int, data: bytes, *, expires_s: float = 90 * 86400) -> bytes:
+    return signed(key, body=data, expires_s=expires_s, kind="trust", target=target, version=version)[1]
+
+
+def trust_topic(prefix: str, target: str) -> str:
+    return f"{prefix}/{target_topic(target)}/trust"
+
+
 # ---- lists --------------------------------------------------------------------------------------
 @dataclass
 class ListPush:
@@ -160,6 +178,11 @@ class HubLists:
     def close(self) -> None:
         self.store.close()
 
+    def next_version(self, name: str) -> int:
+        """The version the next import of `name` will get (checked against the hub database before it)."""
+        info = self.store.info(name)
+        return info.version + 1 if info else 1
+
     def published(self) -> dict:
         try:
             return json.loads(self.published_path.read_text())
@@ -167,7 +190,7 @@ class HubLists:
             return {}
 
     def prepare(self, key, target: str, name: str, csv_path: Path, *, hash_key: bytes | None, zone: str,
-                max_code_bytes: int, expires_s: float) -> ListPush:
+                max_code_bytes: int, expires_s: float, version: int | None = None) -> ListPush:
         check_name(name)
         old = self.store.info(name)
         if old is not None and old.hash_key != (hash_key_id(hash_key) if hash_key else None):
@@ -181,7 +204,7 @@ class HubLists:
         try:
             with open(csv_path, "rb") as fh:
                 info = self.store.import_csv(name, fh, zone=zone, max_code_bytes=max_code_bytes,
-                                             source=Path(csv_path).name, hash_key=hash_key)
+                                             source=Path(csv_path).name, hash_key=hash_key, version=version)
             key_len = listwire.key_len(info.hash_key)
             chunks = list(snapshot_chunks(self.store, name, key_len))
             hashes = [hashlib.sha256(c).hexdigest() for c in chunks]
@@ -225,16 +248,41 @@ class HubLists:
 
 
 
+# The broker's CONNACK reason codes an administrator can act on, in their words (MQTT 5 and 3.1.1).
+REFUSALS = {0x86: "bad user name or password", 0x87: "not authorised", 0x8C: "bad authentication method",
+            0x85: "client id not valid", 0x8A: "this client is banned", 0x88: "the broker is unavailable",
+            0x89: "the broker is busy", 0x95: "packet too large", 0x97: "quota exceeded"}
+
+
 class Publisher:
     """Retained QoS 1 publishes, each waited for until the broker acknowledged it."""
 
     def __init__(self, client, host: str, port: int, timeout: float = 60.0):
         self.client, self.timeout = client, timeout
         self.codes: dict[int, tuple[int, str]] = {}
+        self._answer: list = []
+        self._answered = threading.Event()
         client.on_publish = lambda c, u, mid, rc, props: self.codes.__setitem__(mid, (rc.value, str(rc)))
+        client.on_connect = self._on_connect
+        client.on_disconnect = lambda *_: self._answered.set()  # closed before any answer
         client.max_inflight_messages_set(20)
         client.connect(host, port, keepalive=30)
         client.loop_start()
+        # Wait for the CONNACK: a refused connection is said as such, not as "not currently connected"
+        # at the first publish.
+        if not self._answered.wait(timeout) or not self._answer or self._answer[0].is_failure:
+            self.close()
+            if not self._answer:
+                raise OSError(f"the broker {host}:{port} closed the connection or did not answer within "
+                              f"{timeout:.0f} s")
+            code = self._answer[0]
+            hint = " (check --username and --password-file)" if code.value in (0x86, 0x87) else ""
+            raise OSError(f"the broker refused the connection: {REFUSALS.get(code.value, str(code).lower())}{hint}")
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if not self._answered.is_set():
+            self._answer.append(reason_code)
+            self._answered.set()
 
     def publish(self, topic: str, payload: bytes) -> None:
         info = self.client.publish(topic, payload, qos=1, retain=True)

@@ -1,4 +1,4 @@
-"""Signed bundles: what administrators send devices (configuration, list snapshots and deltas).
+"""Signed bundles: what administrators send devices (configuration, list snapshots and deltas, trust lists).
 
 One MQTT message:
 
@@ -6,8 +6,9 @@ One MQTT message:
     u32 (big)     header length (at most MAX_HEADER bytes)
     header        JSON, UTF-8: what the bundle is, for whom, its version, validity, and the body's SHA-256
     64 bytes      Ed25519 signature over magic + length + header
-    body          the configuration (TOML), or a list delta's records; a snapshot's body is empty and its
-                  chunks travel as messages of their own, each checked against the hash the header lists
+    body          the configuration (TOML), a list delta's records, or an EU DCC trust list (Gateway JSON);
+                  a snapshot's body is empty and its chunks travel as messages of their own, each checked
+                  against the hash the header lists
 
 Everything a device acts on (target, version, expiry, hashes) is inside the signed part, so a broker
 can withhold or replay a bundle but never alter one; replays are refused by the version rule.
@@ -35,14 +36,21 @@ SHA256 = r"^[0-9a-f]{64}$"
 
 
 class BundleError(Exception):
-    """A bundle that is refused; the message is the reason reported to the hub."""
+    """A bundle that is refused; the message is the reason reported to the hub.
+
+    `fields` is the header as its signature vouches for it, when the signature held but something else
+    did not (the body, a field's value): the refusal then says what was refused."""
+
+    def __init__(self, reason: str, fields: dict | None = None):
+        super().__init__(reason)
+        self.fields = fields
 
 
 class _Header(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     format: Literal[1] = 1
-    kind: Literal["config", "list"]
+    kind: Literal["config", "list", "trust"]
     target: str = Field(pattern=TARGET)
     version: int = Field(ge=1, le=2**53)
     issued_ms: int = Field(ge=0, le=2**53)
@@ -72,6 +80,8 @@ def header(**fields) -> Header:
         raise BundleError(f"bad header: {exc.errors(include_url=False)[0]['msg']}") from None
     if head.kind == "config" and head.merge is None:
         raise BundleError("bad header: a config bundle states merge")
+    if head.kind == "trust" and (head.merge is not None or head.name is not None or head.list_kind is not None):
+        raise BundleError("bad header: a trust bundle states neither merge nor a list")
     if head.kind == "list":
         if head.name is None or head.list_kind is None or head.count is None or head.content_sha256 is None:
             raise BundleError("bad header: a list bundle states name, list_kind, count and content_sha256")
@@ -160,12 +170,9 @@ def verify(message: bytes, trusted: TrustedKeys) -> Bundle:
         raise BundleError("truncated bundle")
     signed, signature = message[:8 + length], message[8 + length:8 + length + SIGNATURE]
     body = message[8 + length + SIGNATURE:]
-    try:
-        fields = json.loads(signed[8:].decode("utf-8"))
-        if not isinstance(fields, dict):
-            raise ValueError
-    except (UnicodeDecodeError, ValueError):
-        raise BundleError("header is not a JSON object") from None
+    fields = _fields(signed[8:])
+    if fields is None:
+        raise BundleError("header is not a JSON object")
     key = trusted.keys.get(fields.get("key")) if isinstance(fields.get("key"), str) else None
     if key is None:
         raise BundleError(f"signed by an unknown key {str(fields.get('key'))[:20]!r}")
@@ -173,10 +180,32 @@ def verify(message: bytes, trusted: TrustedKeys) -> Bundle:
         key.verify(signature, signed)
     except InvalidSignature:
         raise BundleError("bad signature") from None
-    head = header(**fields)
+    try:
+        head = header(**fields)
+    except BundleError as exc:
+        raise BundleError(str(exc), fields) from None
     if len(body) != head.body_bytes or hashlib.sha256(body).hexdigest() != head.body_sha256:
-        raise BundleError("body does not match the signed hash")
+        raise BundleError("body does not match the signed hash", fields)
     return Bundle(head, body, hashlib.sha256(message).hexdigest(), message)
+
+
+def _fields(text: bytes) -> dict | None:
+    try:
+        fields = json.loads(text.decode("utf-8"))
+    except (ValueError, RecursionError):  # bad UTF-8 or JSON, a huge integer, arrays nested 100,000 deep
+        return None
+    return fields if isinstance(fields, dict) else None
+
+
+def peek(message: bytes) -> dict | None:
+    """The header of a message that looks like a bundle, its signature NOT checked: only to recognise a
+    copy of what a device already holds (nothing is applied on its word), never to act on."""
+    if len(message) < 8 or message[:4] != MAGIC:
+        return None
+    (length,) = struct.unpack(">I", message[4:8])
+    if length > MAX_HEADER or 8 + length > len(message):
+        return None
+    return _fields(message[8:8 + length])
 
 
 def target_topic(target: str) -> str:

@@ -2,7 +2,7 @@
 
 A batch is one MQTT message on `<prefix>/<device>/entries`:
 
-    byte 0        format version (1)
+    byte 0        format version (1 or 2)
     bytes 1..     zlib (deflate) stream of the body
 
 The body is a sequence of unsigned LEB128 varints (`uv`), zigzag-signed varints (`sv`) and strings
@@ -21,9 +21,18 @@ The body is a sequence of unsigned LEB128 varints (`uv`), zigzag-signed varints 
          uv   list name (0 none, else index + 1), list version (0 none, else version + 1)
          uv   config version (0 none, else index + 1)
          uv   clock state (string table index: ok, unsynchronised, jumped-back, ...)
+      version 2 only, two more per entry (an officer's review answer or manual entry):
+         uv   ref id: the reviewed entry's id (0 none, else index + 1)
+         uv   officer's name (0 none, else index + 1)
 
 Repeated strings cost one byte each; ids are the only incompressible part. A 12-digit code's entry
 comes to about 30 bytes on the wire.
+
+Versions: a batch is written as version 1 whenever none of its entries carries a ref id or an officer
+(every scan), so a hub from before version 2 goes on taking them; only a batch holding an officer's entry is
+version 2, which such a hub refuses cleanly ("unknown batch format 2") and keeps aside (its first 4 KiB), while
+the device, acknowledged by the broker, counts it as sent. So: upgrade the hub before turning on the officer
+page. This decoder reads both.
 """
 from __future__ import annotations
 
@@ -31,11 +40,13 @@ import uuid
 import zlib
 from dataclasses import dataclass
 
-VERSION = 1
+VERSION = 2                     # the newest format; encode_batch writes 1 when 2 adds nothing
+VERSIONS = (1, 2)
 MAX_WIRE_BYTES = 1 << 20        # larger messages are refused before any decompression
 MAX_BODY_BYTES = 8 << 20        # decompression stops here: a zip bomb cannot fill memory
 MAX_ENTRIES = 20_000
 MAX_STRING = 8192
+INT64_MAX = (1 << 63) - 1       # every number lands in a signed 64-bit column at the hub
 
 
 class BatchError(ValueError):
@@ -57,6 +68,8 @@ class WireEntry:
     list_version: int | None
     config_version: str | None
     clock: str = "ok"
+    ref_id: str | None = None
+    officer: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +106,13 @@ def _str(out: bytearray, text: str) -> None:
     out += data
 
 
-def encode_body(device_id: str, sent_ms: int, entries) -> bytes:
-    """Entries are anything with WireEntry's attributes (the device's store rows)."""
+def _needs_v2(entries) -> bool:
+    return any(getattr(e, "ref_id", None) is not None or getattr(e, "officer", None) is not None for e in entries)
+
+
+def encode_body(device_id: str, sent_ms: int, entries, version: int = 1) -> bytes:
+    """Entries are anything with WireEntry's attributes (the device's store rows). Version 1 leaves out
+    ref_id and officer."""
     table: dict[str, int] = {}
 
     def index(text: str) -> int:
@@ -119,6 +137,9 @@ def encode_body(device_id: str, sent_ms: int, entries) -> bytes:
         _uv(rows, 0 if e.list_version is None else e.list_version + 1)
         _uv(rows, 0 if e.config_version is None else index(e.config_version) + 1)
         _uv(rows, index(e.clock))
+        if version >= 2:
+            _uv(rows, 0 if e.ref_id is None else index(e.ref_id) + 1)
+            _uv(rows, 0 if e.officer is None else index(e.officer) + 1)
     head = bytearray()
     _str(head, device_id)
     _uv(head, sent_ms)
@@ -129,7 +150,8 @@ def encode_body(device_id: str, sent_ms: int, entries) -> bytes:
 
 
 def encode_batch(device_id: str, sent_ms: int, entries) -> bytes:
-    return bytes([VERSION]) + zlib.compress(encode_body(device_id, sent_ms, entries), 6)
+    version = 2 if _needs_v2(entries) else 1
+    return bytes([version]) + zlib.compress(encode_body(device_id, sent_ms, entries, version), 6)
 
 
 # ---- decoding -----------------------------------------------------------------------------------
@@ -146,6 +168,8 @@ class _Reader:
             self.pos += 1
             value |= (byte & 0x7F) << shift
             if not byte & 0x80:
+                if value > INT64_MAX:  # the tenth byte may carry only one more bit, and that bit is the sign
+                    raise BatchError("varint over 2^63-1")
                 return value
             shift += 7
             if shift > 63:
@@ -172,13 +196,21 @@ class _Reader:
             raise BatchError("string is not UTF-8") from None
 
 
+def _in_range(name: str, value: int, low: int = 0) -> int:
+    # Checked here, not at the database: an OverflowError at the insert would stop the collector.
+    if not low <= value <= INT64_MAX:
+        raise BatchError(f"{name} {value} out of range")
+    return value
+
+
 def decode_batch(message: bytes) -> Batch:
     if not message:
         raise BatchError("empty message")
     if len(message) > MAX_WIRE_BYTES:
         raise BatchError(f"message of {len(message)} bytes, over {MAX_WIRE_BYTES}")
-    if message[0] != VERSION:
-        raise BatchError(f"unknown batch format {message[0]}")
+    version = message[0]
+    if version not in VERSIONS:
+        raise BatchError(f"unknown batch format {version}")
     inflater = zlib.decompressobj()
     try:
         body = inflater.decompress(message[1:], MAX_BODY_BYTES)
@@ -192,7 +224,7 @@ def decode_batch(message: bytes) -> Batch:
     device_id = r.str()
     sent_ms = r.uv()
     n_strings = r.uv()
-    if n_strings > 4 * MAX_ENTRIES + 16:
+    if n_strings > 6 * MAX_ENTRIES + 16:  # room for ids and names per entry; the body's cap bounds the rest
         raise BatchError(f"{n_strings} strings")
     table = [r.str() for _ in range(n_strings)]
 
@@ -208,16 +240,19 @@ def decode_batch(message: bytes) -> Batch:
     seq = mono = 0
     for _ in range(count):
         entry_id = str(uuid.UUID(bytes=r.raw(16)))
-        seq += r.uv()
-        wall = sent_ms + r.sv()
-        mono += r.sv()
+        seq = _in_range("seq", seq + r.uv(), 1)
+        wall = _in_range("wall_ms", sent_ms + r.sv())
+        mono = _in_range("mono_ns", mono + r.sv())
         boot, source, decision, reason = (text(r.uv()) for _ in range(4))
         code = r.str()
         list_index, list_version, config_index = r.uv(), r.uv(), r.uv()
+        clock = text(r.uv())
+        ref_index, officer_index = (r.uv(), r.uv()) if version >= 2 else (0, 0)
         entries.append(WireEntry(
             entry_id, seq, wall, mono, boot, source, code, decision, reason,
             text(list_index - 1) if list_index else None, list_version - 1 if list_version else None,
-            text(config_index - 1) if config_index else None, text(r.uv())))
+            text(config_index - 1) if config_index else None, clock,
+            text(ref_index - 1) if ref_index else None, text(officer_index - 1) if officer_index else None))
     if r.pos != len(body):
         raise BatchError(f"{len(body) - r.pos} bytes after the last entry")
     return Batch(device_id, sent_ms, entries)

@@ -116,7 +116,7 @@ def decode(data: bytes, *, key_len: int) -> Changes:
     (length,) = struct.unpack_from(">I", body, pos)
     try:
         extras = json.loads(body[pos + 4:pos + 4 + length].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (ValueError, RecursionError):  # bad UTF-8 or JSON, a huge integer, arrays nested too deep
         raise RecordsError("extras are not JSON") from None
     if pos + 4 + length != len(body) or not isinstance(extras, list):
         raise RecordsError("trailing bytes after the records")

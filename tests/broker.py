@@ -3,6 +3,7 @@ and a TCP proxy that can cut the network between a device and the broker."""
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -34,7 +35,8 @@ class Broker:
     """mosquitto -c <our config>; persistence in its own folder so a restart keeps sessions."""
 
     def __init__(self, folder: Path, *, acl: str | None = None, passwords: dict[str, str] | None = None,
-                 tls: Path | None = None, anonymous: bool = True, extra: str = ""):
+                 tls: Path | None = None, anonymous: bool = True, extra: str = "",
+                 password_file: Path | None = None):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -52,6 +54,8 @@ class Broker:
             for user, password in passwords.items():
                 subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, password], check=True)
             lines.append(f"password_file {passwd}")
+        elif password_file is not None:  # one made elsewhere (e.g. by scripts/mqtt-credentials)
+            lines.append(f"password_file {password_file}")
         if acl is not None:
             (self.folder / "acl").write_text(acl)
             lines.append(f"acl_file {self.folder / 'acl'}")
@@ -73,6 +77,18 @@ class Broker:
             self.proc.terminate()  # saves its persistence file on the way out
             self.proc.wait(10)
         self.proc = None
+
+    def reload(self, acl: str | None = None) -> None:
+        """SIGHUP, as `systemctl reload mosquitto`: the password and ACL files are read again (the ACL
+        replaced by `acl` first, if given). Returns once the broker has reloaded: Mosquitto handles
+        packets on the same thread, so whatever is sent afterwards meets the new rules."""
+        from .waiting import wait_until
+
+        if acl is not None:
+            (self.folder / "acl").write_text(acl)
+        before = self.log().count("Reloading config")
+        self.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: self.log().count("Reloading config") > before, 10, "mosquitto reloaded")
 
     def log(self) -> str:
         path = self.folder / "mosquitto.log"
@@ -109,6 +125,9 @@ class Proxy:
             except OSError:
                 client.close()
                 continue
+            # The 2 s were for connecting only: a relay must not end a connection whose broker is quiet for a while.
+            upstream.settimeout(None)
+            client.settimeout(None)
             with self._lock:
                 self._conns += [client, upstream]
             for a, b, up in ((client, upstream, True), (upstream, client, False)):

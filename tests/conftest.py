@@ -12,12 +12,23 @@ import cv2
 import numpy as np
 import pytest
 import segno
+from hypothesis import HealthCheck, settings as hypothesis_settings
 
 ROOT = Path(__file__).resolve().parent.parent
+FAKES = Path(__file__).resolve().parent / "fakes"  # stand-ins for picamera2, RPi.GPIO, evdev (their documented APIs)
 sys.path.insert(0, str(ROOT))  # bench/ (synthetic frames) is not an installed package
 
 from edge.cli import main as cli_main  # noqa: E402
 from .waiting import patience
+
+# Property tests never assert time (deadline=None: CI machines run 10-30x slower at times) and stay
+# bounded so `make test` stays fast; CHECKPOINT_FUZZ=long runs many more examples.
+hypothesis_settings.register_profile(
+    "default", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+    database=None)
+hypothesis_settings.register_profile(
+    "long", max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+hypothesis_settings.load_profile(os.environ.get("CHECKPOINT_FUZZ", "default"))
 
 
 def qr_image(content: str | bytes | list, *, scale: int = 6, dark: bool = False, size: tuple[int, int] | None = None,
@@ -37,6 +48,19 @@ def qr_image(content: str | bytes | list, *, scale: int = 6, dark: bool = False,
     y, x = at
     canvas[y:y + code.shape[0], x:x + code.shape[1]] = code
     return canvas
+
+
+@pytest.fixture
+def fake_module(monkeypatch):
+    """Import a hardware library's fake (tests/fakes) in its real name, fresh and reset, for this test only."""
+    def load(name: str):
+        monkeypatch.syspath_prepend(str(FAKES))
+        for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+            monkeypatch.delitem(sys.modules, key)
+        module = __import__(name)
+        module.reset()
+        return module
+    return load
 
 
 @pytest.fixture
@@ -78,6 +102,8 @@ red = {{ on_ms = 20, off_ms = 20, count = 2 }}
 [signals.review]
 red = {{ on_ms = 20 }}
 green = {{ on_ms = 20 }}
+[ui]
+{ui}
 """
 
 
@@ -85,10 +111,11 @@ green = {{ on_ms = 20 }}
 def make_config(tmp_path):
     """Write a config: a [source] table plus the shared base, with a few knobs."""
     def make(source: str, *, mode: str = "allowlist", repeat: int = 0, debounce_ms: int = 1500,
-             extra: str = "", name: str = "checkpoint.toml") -> Path:
+             extra: str = "", name: str = "checkpoint.toml", ui: str = "enabled = false") -> Path:
+        """ui: the [ui] table's body (off unless a test of the screens turns it on, e.g. on port 0)."""
         state = tmp_path / "state"
         state.mkdir(exist_ok=True)
-        text = BASE_CONFIG.format(dir=state, mode=mode, repeat=repeat, debounce_ms=debounce_ms)
+        text = BASE_CONFIG.format(dir=state, mode=mode, repeat=repeat, debounce_ms=debounce_ms, ui=ui)
         path = tmp_path / name
         path.write_text(text + textwrap.dedent(source) + textwrap.dedent(extra), encoding="utf-8")
         return path

@@ -1,13 +1,15 @@
 """The batch format: exact round trip, and hostile bytes refused with a reason."""
 from __future__ import annotations
 
+import dataclasses
 import random
 import uuid
 import zlib
 
 import pytest
+from hypothesis import given, strategies as st
 
-from sync.codec import MAX_BODY_BYTES, BatchError, WireEntry, decode_batch, encode_batch, encode_body
+from sync.codec import INT64_MAX, MAX_BODY_BYTES, BatchError, WireEntry, decode_batch, encode_batch, encode_body
 
 
 def sample(n=50, seed=1):
@@ -42,8 +44,8 @@ def test_twelve_digit_ids_cost_under_40_bytes_each():
     assert len(encode_batch("cp-hanoi-01", wall, entries)) / 500 <= 40
 
 
-def _deflated(body: bytes) -> bytes:
-    return b"\x01" + zlib.compress(body)
+def _deflated(body: bytes, version: int = 1) -> bytes:
+    return bytes([version]) + zlib.compress(body)
 
 
 @pytest.mark.parametrize("message, reason", [
@@ -86,3 +88,133 @@ def test_random_garbage_never_crashes():
             decode_batch(_deflated(bytes(data)))
         except BatchError:
             pass
+
+
+# ---- properties: bytes from outside give a Batch whose numbers fit the hub's columns, or BatchError ----
+def _decoded_or_refused(message: bytes):
+    try:
+        batch = decode_batch(message)
+    except BatchError:
+        return None
+    assert 0 <= batch.sent_ms <= INT64_MAX
+    for e in batch.entries:
+        assert 1 <= e.seq <= INT64_MAX and 0 <= e.wall_ms <= INT64_MAX and 0 <= e.mono_ns <= INT64_MAX
+        assert e.list_version is None or 0 <= e.list_version <= INT64_MAX
+    return batch
+
+
+@given(st.binary(max_size=4096), st.booleans())
+def test_arbitrary_bytes_are_refused_cleanly(data, deflate):
+    _decoded_or_refused(_deflated(data) if deflate else data)
+
+
+GENUINE = encode_body("dev", 1_790_000_100_000, sample(8, seed=3))
+
+
+@given(st.lists(st.tuples(st.sampled_from(["set", "insert", "delete"]), st.integers(0, len(GENUINE) - 1),
+                          st.integers(0, 255)), min_size=1, max_size=12))
+def test_mutated_genuine_batches_are_refused_cleanly(edits):
+    body = bytearray(GENUINE)
+    for op, at, byte in edits:
+        at %= max(len(body), 1)
+        if op == "set" and body:
+            body[at] = byte
+        elif op == "insert":
+            body[at:at] = bytes([byte]) * (1 + byte % 11)  # runs of 0x80/0xff make long varints
+        elif body:
+            del body[at]
+    _decoded_or_refused(_deflated(bytes(body)))
+
+
+HUGE = st.one_of(st.integers(-(2**70), 2**70), st.sampled_from([INT64_MAX, INT64_MAX + 1, 2**64, -(2**63), 0, 1]))
+TEXT = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=30)  # control characters too
+
+
+@given(st.lists(st.builds(
+    WireEntry, id=st.uuids().map(str), seq=HUGE, wall_ms=HUGE, mono_ns=HUGE, boot_id=TEXT, source=TEXT, code=TEXT,
+    decision=st.sampled_from(["allow", "deny", "review"]), reason=TEXT, list_name=st.none() | TEXT,
+    list_version=st.none() | HUGE, config_version=st.none() | TEXT, clock=TEXT, ref_id=st.none() | TEXT,
+    officer=st.none() | TEXT), max_size=5), HUGE, st.sampled_from([1, 2]))
+def test_hand_built_bodies_with_huge_numbers(entries, sent_ms, version):
+    try:
+        body = encode_body("dev", sent_ms, entries, version)
+    except ValueError:
+        return  # the encoder refuses what the device can never hold (a negative unsigned field)
+    batch = _decoded_or_refused(_deflated(body, version))
+    fits = all(1 <= e.seq <= INT64_MAX and 0 <= e.wall_ms <= INT64_MAX and 0 <= e.mono_ns <= INT64_MAX
+               and (e.list_version is None or e.list_version < INT64_MAX) for e in entries)
+    if version == 1:  # the old format has no room for them
+        entries = [dataclasses.replace(e, ref_id=None, officer=None) for e in entries]
+    if batch is not None and fits and 0 <= sent_ms <= INT64_MAX:
+        assert batch.entries == entries  # what fits comes back exactly
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"\x01d" + b"\xff" * 9 + b"\x01", "varint over"),                        # sent_ms of 2^63
+    (encode_body("d", 1, [WireEntry(str(uuid.uuid4()), 2**63, 1, 1, "b", "s", "c", "allow", "r", None, None,
+                                    None)]), "varint over"),
+])
+def test_numbers_beyond_64_bits_are_refused(body, reason):
+    with pytest.raises(BatchError, match=reason):
+        decode_batch(_deflated(body))
+
+
+def test_sums_beyond_64_bits_are_refused():
+    first = WireEntry(str(uuid.uuid4()), INT64_MAX - 5, 1, 1, "b", "s", "c", "allow", "r", None, None, None)
+    body = encode_body("d", 1, [first, dataclasses.replace(first, id=str(uuid.uuid4()), seq=INT64_MAX + 2**40)])
+    with pytest.raises(BatchError, match="seq .* out of range"):
+        decode_batch(_deflated(body))
+    zero = dataclasses.replace(first, seq=0)
+    with pytest.raises(BatchError, match="seq 0 out of range"):
+        decode_batch(_deflated(encode_body("d", 1, [zero])))
+
+
+# ---- version 2: an officer's review answer and manual entry carry ref_id and officer ----------------
+def officer_entries():
+    scans = sample(6, seed=4)
+    answer = dataclasses.replace(scans[1], id=str(uuid.uuid4()), seq=100, source="review", reason="officer",
+                                 ref_id=scans[0].id, officer="Nguyễn Văn An")
+    manual = dataclasses.replace(scans[2], id=str(uuid.uuid4()), seq=101, source="manual", officer="Nguyễn Văn An")
+    return scans, [*scans, answer, manual]
+
+
+def test_officer_fields_round_trip_in_version_2():
+    _, entries = officer_entries()
+    message = encode_batch("cp-01", 1_790_000_100_000, entries)
+    assert message[0] == 2
+    batch = decode_batch(message)
+    assert batch.entries == entries
+    assert (batch.entries[-2].ref_id, batch.entries[-2].officer) == (entries[0].id, "Nguyễn Văn An")
+    assert (batch.entries[-1].ref_id, batch.entries[-1].officer) == (None, "Nguyễn Văn An")
+
+
+def test_plain_scans_still_go_as_version_1_for_older_hubs():
+    scans, _ = officer_entries()
+    message = encode_batch("cp-01", 1_790_000_100_000, scans)
+    assert message[0] == 1  # what a hub from before version 2 decodes
+    assert decode_batch(message).entries == scans
+
+
+def test_version_1_batches_from_older_devices_still_decode():
+    # Bytes as a device from before version 2 wrote them: no trailing ref id and officer per entry.
+    scans, _ = officer_entries()
+    old = b"\x01" + zlib.compress(encode_body("cp-old", 1_790_000_100_000, scans, 1))
+    batch = decode_batch(old)
+    assert batch.entries == scans and all(e.ref_id is None and e.officer is None for e in batch.entries)
+
+
+@pytest.mark.parametrize("body, version", [
+    (encode_body("d", 1, sample(2), 1), 2),                           # a version 1 body said to be 2
+    (encode_body("d", 1, officer_entries()[1], 2), 1),               # and the other way round
+])
+def test_a_body_of_the_other_version_is_refused(body, version):
+    with pytest.raises(BatchError):
+        decode_batch(_deflated(body, version))
+
+
+def test_officer_string_index_out_of_range_is_refused():
+    _, entries = officer_entries()
+    body = bytearray(encode_body("d", 1, entries[-2:-1], 2))
+    body[-2] = 0x7F  # the ref id's string index, far past the table
+    with pytest.raises(BatchError, match="string index"):
+        decode_batch(_deflated(bytes(body), 2))

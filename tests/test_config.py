@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import ConfigError, load_settings
+from edge.config import ConfigError
+from edge.layers import load_settings
 
 from .conftest import ROOT, run_checkpoint
 

@@ -7,7 +7,6 @@ import os
 import random
 import signal
 import sqlite3
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 
 from drivers.outputs.fake import FakeOutput
 from drivers.sources.lines import LinesSource
-from edge.config import load_settings
+from edge.layers import load_settings
 from edge.daemon import Daemon
 from edge.debounce import Debouncer
 from edge.decode import make_decoder
@@ -29,6 +28,7 @@ from edge.store import EntryStore
 
 from .conftest import checkpoint_process, qr_image, run_checkpoint
 from .waiting import patience, wait_until
+from .disks import fill, small_filesystem
 
 LINES = '[source]\ntype = "lines"\npath = "{path}"\n'
 
@@ -227,27 +227,9 @@ def test_corrupt_database_at_start_is_set_aside_loudly_and_a_new_one_started(tmp
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A real 4 MiB filesystem (tmpfs) that the test can fill up."""
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True,
-                            text=True)
-    if result.returncode != 0:
-        pytest.fail(f"cannot mount a tmpfs for the disk-full test (run the tests as root): {result.stderr}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-
-
-def fill(folder: Path) -> Path:
-    filler = folder / "filler"
-    with open(filler, "wb") as fh:
-        try:
-            while True:
-                fh.write(b"\0" * 65536)
-                fh.flush()
-        except OSError:
-            pass
-    return filler
+    """A real 4 MiB filesystem the test can fill up."""
+    with small_filesystem(tmp_path / "small-disk", "4m") as mount:
+        yield mount
 
 
 def test_disk_full_while_running_denies_warns_and_recovers(tmp_path, make_config, fifo, small_disk):

@@ -20,7 +20,6 @@ from edge.decode import make_decoder
 from .conftest import qr_image
 from .waiting import patience, wait_until
 
-FAKES = Path(__file__).parent / "fakes"
 
 
 def source_for(table: dict, max_line: int = 2049):
@@ -40,16 +39,6 @@ def wait_state(source, state: str, timeout: float = 5.0) -> None:
     wait_until(lambda: source.stats.state == state, timeout, what=f"camera state {state}", interval=0.02)
 
 
-@pytest.fixture
-def fake_module(monkeypatch):
-    def load(name: str):
-        monkeypatch.syspath_prepend(str(FAKES))
-        for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
-            monkeypatch.delitem(sys.modules, key)
-        module = __import__(name)
-        module.reset()
-        return module
-    return load
 
 
 # ---- Pi camera ------------------------------------------------------------------------------------------

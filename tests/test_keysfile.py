@@ -9,18 +9,8 @@ import sqlite3
 import numpy as np
 import pytest
 
-from edge import keysfile
-from edge.keysfile import DENY, DETAILS, KEY, PER_BLOCK, KeysError, KeysFile, KeysWriter, merge
-
-
-@pytest.fixture(autouse=True, params=["C", "Python"])
-def lookup_in(request, monkeypatch):
-    """Every test runs with the compiled lookup and with the Python one."""
-    if request.param == "Python":
-        monkeypatch.setattr(keysfile, "NATIVE", None)
-    elif keysfile.NATIVE is None:
-        pytest.fail("the C lookup was not built (edge/_keysfind.c): is gcc installed?")
-    return request.param
+from edge.lists import keysfile
+from edge.lists.keysfile import DENY, DETAILS, KEY, PER_BLOCK, KeysError, KeysFile, KeysWriter, merge
 
 
 def write(path, records):

@@ -118,3 +118,80 @@ def test_check_cli_does_not_record(tmp_path, make_config, cli):
     status, out, _ = cli("check", "--json", "--config", config, "Phạm")
     assert '"decision": "allow"' in out and '"list_version": 1' in out
     assert not (tmp_path / "state" / "entries.db").exists()
+
+
+# ---- lists named in [decision] lists that the device does not hold --------------------------------------
+@pytest.mark.parametrize("code, allowlist, denylist, record", [
+    # On no list the device holds, and a consulted list is missing: list-missing, by mode.
+    ("nobody", ("deny", "list-missing"), ("review", "list-missing"), ("allow", "list-missing")),
+    # What an existing consulted list says still stands: a deny entry denies, an allow entry allows.
+    ("banned", ("deny", "deny-listed"), ("deny", "deny-listed"), ("allow", "deny-listed")),
+    ("ok", ("allow", "listed"), ("allow", "listed"), ("allow", "listed")),
+    ("old", ("deny", "expired"), ("allow", "expired"), ("allow", "expired")),
+])
+def test_a_missing_list(parts, code, allowlist, denylist, record):
+    names = ["main", "absent"]
+    assert decide(parts, code, mode="allowlist", lists=names) == allowlist
+    assert decide(parts, code, mode="denylist", lists=names) == denylist
+    assert decide(parts, code, mode="record", lists=names) == record
+
+
+def test_list_missing_outcome_is_overridable_and_only_named_lists_can_be_missing(parts):
+    assert decide(parts, "nobody", lists=["absent"], outcomes={"list-missing": "review"}) == ("review", "list-missing")
+    assert decide(parts, "ok", lists=["absent"]) == ("deny", "list-missing")  # 'main' is not consulted
+    assert decide(parts, "nobody", lists=[]) == ("deny", "not-listed")  # every list consulted: none missing
+    assert decide(parts, "nobody", lists=["main", "bans"]) == ("deny", "not-listed")
+
+
+def test_missing_lists_follows_imports_and_removals_in_another_store(parts, tmp_path):
+    lists, store = parts
+    # The daemon's view of the lists and an administrator's command are two ListStore objects.
+    admin = ListStore(tmp_path / "lists.db")
+    policy = Policy(DecisionSettings(lists=["main", "later", "bans"]), lists, store.last_allowed)
+    assert policy.missing_lists() == ["later"]
+    assert policy.missing_lists() == ["later"]  # from the cache: the stamp did not move
+    admin.import_csv("later", io.BytesIO(b"code\nlate\n"), zone=ZONE, max_code_bytes=64)
+    assert policy.missing_lists() == []
+    assert policy.decide("nobody", malformed=False, now_ms=NOW, now_mono_ns=mono_ns()).reason.value == "not-listed"
+    admin.remove("bans")
+    assert policy.missing_lists() == ["bans"]
+    assert policy.decide("nobody", malformed=False, now_ms=NOW, now_mono_ns=mono_ns()).reason.value == "list-missing"
+    admin.close()
+    # A read-only view with no stamp file to watch reads the catalog each time.
+    empty = ListStore(":memory:")
+    assert Policy(DecisionSettings(lists=["main"]), empty, store.last_allowed).missing_lists() == ["main"]
+    empty.close()
+
+
+# ---- judge: the one way the gate and `checkpoint check` decide -------------------------------------------
+def test_judge_takes_the_clock_into_account(parts):
+    from edge.clock import wall_ms
+    from edge.clocktrust import ClockTrust
+    from edge.policy import judge
+
+    lists, store = parts
+    lists.import_csv("win", io.BytesIO(b"code,valid_from,valid_until\nwin,2020-01-01,2099-12-31\n"), zone=ZONE,
+                     max_code_bytes=64)
+    policy = Policy(DecisionSettings(lists=["win"]), lists, store.last_allowed, "deny")
+    now = wall_ms()
+
+    def judged(clock, **kw):
+        decision, state = judge(policy, clock, "win", malformed=False, now_ms=now, now_mono_ns=mono_ns(), **kw)
+        return decision.outcome.value, decision.reason.value, state
+
+    synced = ClockTrust(synchronised=lambda: True)
+    assert judged(synced) == ("allow", "listed", "ok")
+    # A running daemon saw the clock jump back; this process cannot see it, but believes it.
+    assert judged(ClockTrust(synchronised=lambda: True), reported_state="jumped-back") == (
+        "deny", "clock-untrusted", "jumped-back")
+    assert judged(ClockTrust(synchronised=lambda: True), reported_state="ok") == ("allow", "listed", "ok")
+    # Its own worse judgement stands over a reported one.
+    behind = ClockTrust(newest_entry_ms=now + 86_400_000, synchronised=lambda: True)
+    assert judged(behind, reported_state="jumped-back") == ("deny", "clock-untrusted", "behind-entries")
+    # require_sync: an undisciplined clock is untrusted.
+    strict = ClockTrust(require_sync=True, synchronised=lambda: False)
+    assert judged(strict) == ("deny", "clock-untrusted", "unsynchronised")
+    # Lists that cannot be read (here: hashed with a key this device does not hold): store-failure, never a guess.
+    lists.import_csv("hashed", io.BytesIO(b"code\nwin\n"), zone=ZONE, max_code_bytes=64, hash_key=bytes(32))
+    policy.settings = DecisionSettings(lists=["win", "hashed"])
+    assert judged(synced)[:2] == ("deny", "store-failure")

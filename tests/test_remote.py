@@ -10,7 +10,7 @@ import pytest
 
 from edge import lists as lists_module
 from edge.clock import wall_ms
-from edge.config import load_settings
+from edge.layers import load_settings
 from edge.lists import ListStore, hash_code
 from edge.store import EntryStore
 from sync import admin, listwire
@@ -278,8 +278,8 @@ def csv_rows(codes, action="allow"):
 
 def test_list_snapshot_then_deltas_and_hashed_codes(tmp_path, broker, key, hub, monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="checkpoint.remote")
-    monkeypatch.setattr(lists_module, "FOLD_ROWS", 3)  # the delta's overlay is folded in after it, too
-    monkeypatch.setattr(lists_module, "FOLD_SHARE", 0)
+    monkeypatch.setattr(lists_module.delta, "FOLD_ROWS", 3)  # the delta's overlay is folded in after it, too
+    monkeypatch.setattr(lists_module.delta, "FOLD_SHARE", 0)
     hash_key = bytes(range(32))
     (tmp_path / "hk").write_text(hash_key.hex())
     dev = Device(tmp_path / "dev1", broker.port, [key], extra=f'hash_key_file = "{tmp_path / "hk"}"').start()

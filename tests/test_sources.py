@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 
 import cv2
@@ -160,3 +161,97 @@ def test_missing_camera_keeps_trying_and_closes_promptly():
     started = time.monotonic()
     source.close()
     assert time.monotonic() - started < 1
+
+
+def read_rest(fd) -> bytes:
+    """Whatever is still in a FIFO, read through the test's own non-blocking end."""
+    rest = b""
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return rest
+        if not data:
+            return rest
+        rest += data
+
+
+def test_lines_source_reads_no_further_than_what_was_asked_for(tmp_path):
+    """The pipe is the queue: after k lines were taken, exactly the lines after them are still in the FIFO."""
+    fifo = tmp_path / "scanner.fifo"
+    os.mkfifo(fifo)
+    keep = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # the test's end: keeps the pipe, and what is in it
+    try:
+        lines = [f"burst-{i:04d}".encode() for i in range(500)]
+        os.write(keep, b"".join(line + b"\n" for line in lines))
+        for k in (0, 1, 7, 3):
+            source = LinesSource(str(fifo), max_line=100)
+            source.start()
+            taken = [source.get(10.0).data for _ in range(k)]
+            source.close()
+            assert taken == lines[:k]
+            lines = lines[k:]
+            rest = read_rest(keep)
+            assert rest == b"".join(line + b"\n" for line in lines)
+            os.write(keep, rest)  # back in the pipe, in order, for the next round
+    finally:
+        os.close(keep)
+
+
+def test_a_killed_daemon_leaves_every_unhandled_line_in_the_fifo(tmp_path, make_config):
+    """SIGKILL in a burst loses at most the line in hand: what was not recorded is still in the pipe."""
+    from .conftest import checkpoint_process
+
+    fifo = tmp_path / "scanner.fifo"
+    os.mkfifo(fifo)
+    config = make_config(f'[source]\ntype = "lines"\npath = "{fifo}"\n', mode="record", debounce_ms=0)
+    keep = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+    lines = [f"burst-{i:04d}" for i in range(3000)]  # 33 KB: within the pipe's 64 KB
+    burst = "".join(line + "\n" for line in lines).encode()
+    os.write(keep, burst)
+    db_path = tmp_path / "state" / "entries.db"
+
+    def recorded() -> list[str]:
+        if not db_path.exists():
+            return []
+        db = sqlite3.connect(db_path)
+        try:
+            return [row[0] for row in db.execute("SELECT code FROM entries ORDER BY seq")]
+        except sqlite3.OperationalError:
+            return []
+        finally:
+            db.close()
+
+    proc = checkpoint_process("run", "--config", config)
+    try:
+        wait_until(lambda: len(recorded()) >= 20, 60, what="entries recorded")
+    finally:
+        proc.kill()
+        proc.wait(30)
+    rest = read_rest(keep)
+    os.close(keep)
+    done = recorded()
+    assert done == lines[:len(done)] and len(done) < len(lines)
+    unrecorded = "".join(line + "\n" for line in lines[len(done):]).encode()
+    # The rest is exactly the lines not recorded, but for (part of) the one the daemon had in hand.
+    assert unrecorded.endswith(rest)
+    assert len(unrecorded) - len(rest) <= len(lines[len(done)]) + 1
+
+
+def test_a_line_without_end_waits_in_the_source_between_calls(tmp_path):
+    """A writer streaming bytes with no line end cannot hold the pipeline: get() gives up at its timeout,
+    keeping the part read, and the line comes out whole (capped) once it ends."""
+    fifo = tmp_path / "scanner.fifo"
+    os.mkfifo(fifo)
+    keep = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+    source = LinesSource(str(fifo), max_line=100)
+    source.start()
+    try:
+        os.write(keep, b"x" * 5000)
+        assert source.get(0.0) is None and source.get(0.0) is None
+        os.write(keep, b"\nnext\n")
+        assert [source.get(10.0).data for _ in range(2)] == [b"x" * 100, b"next"]
+        assert read_rest(keep) == b""
+    finally:
+        source.close()
+        os.close(keep)

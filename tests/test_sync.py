@@ -68,10 +68,11 @@ class InProcessCollector:
         self.db = HubDB(url)
         self.client = make_client(client_id=client_id, manual_ack=True, **auth)
         self.collector = Collector(self.db, self.client, share_group=share)
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *args: subscribed.set()  # the broker's SUBACK: batches now reach us
         self.client.connect_async("127.0.0.1", port, clean_start=False, properties=connect_properties(3600))
         self.client.loop_start()
-        wait_until(lambda: self.client.is_connected(), 10, "collector connection")
-        time.sleep(0.2)  # the subscription
+        wait_until(subscribed.is_set, 10, "collector subscription")
 
     def close(self):
         self.client.disconnect()
@@ -395,8 +396,11 @@ def test_hostile_messages_at_the_collector(tmp_path, broker, hub_url, caplog):
         wait_until(lambda: collector.collector.stats["rejected"] == len(hostile), what="all rejected")
         assert collector.client.is_connected()
         logged = "\n".join(r.getMessage() for r in caplog.records)
-        assert "rejected a batch from device devX: truncated" in logged
-        assert "device devY: batch says it is from 'devX'" in logged
+        assert "rejected a batch from device devX on checkpoint/devX/entries: truncated" in logged
+        assert "device devY on checkpoint/devY/entries: batch says it is from 'devX'" in logged
+        kept = collector.db.rejected(limit=100)
+        assert len(kept) == len(hostile) and all(len(r["payload"]) <= 4096 for r in kept)
+        assert max(r["size"] for r in kept) > 900_000  # the original size, beside the capped bytes
     finally:
         attacker.loop_stop()
         collector.close()
@@ -487,4 +491,123 @@ def test_daemon_sigkilled_20_times_while_scanning_and_syncing(tmp_path, broker, 
         assert len(device_ids(state / "entries.db")) > 40
         assert_exactly_once(hub_url, state / "entries.db", "test-01")
     finally:
+        collector.close()
+
+
+# ---- an officer's entries (review answers, manual entries) at the hub: ref_id and officer ------------
+OLD_HUB_ENTRIES = """CREATE TABLE hub_entries (
+    id TEXT PRIMARY KEY, device_id TEXT NOT NULL, seq BIGINT NOT NULL, wall_ms BIGINT NOT NULL,
+    mono_ns BIGINT NOT NULL, boot_id TEXT NOT NULL, source TEXT NOT NULL, code TEXT NOT NULL,
+    decision TEXT NOT NULL, reason TEXT NOT NULL, list_name TEXT, list_version BIGINT, config_version TEXT,
+    clock TEXT NOT NULL, sent_ms BIGINT NOT NULL, received_ms BIGINT NOT NULL, clock_offset_ms BIGINT NOT NULL)"""
+
+
+def _officer_batch() -> tuple[WireEntry, WireEntry, WireEntry]:
+    now = wall_ms()
+    reviewed = WireEntry(str(uuid.uuid4()), 2, now, 10, "boot", "lines:test", "079203001234", "review",
+                         "unknown-list", None, None, "v1")
+    answer = WireEntry(str(uuid.uuid4()), 3, now + 1, 20, "boot", "review", "079203001234", "allow", "officer",
+                       None, None, "v1", ref_id=reviewed.id, officer="Nguyễn Văn An")
+    manual = WireEntry(str(uuid.uuid4()), 4, now + 2, 30, "boot", "manual", "PAPER-77", "deny", "unknown",
+                       None, None, "v1", officer="Nguyễn Văn An")
+    return reviewed, answer, manual
+
+
+def _old_hub(url: str, pg: bool) -> None:
+    """A hub database as the release before officers' entries made it, holding one entry."""
+    row = (str(uuid.uuid4()), "dev1", 1, 1, 1, "boot", "lines:test", "c1", "allow", "listed", None, None, None,
+           "ok", 1, 1, 0)
+    from sync.hubdb import SCHEMA
+
+    schema = [OLD_HUB_ENTRIES if "TABLE IF NOT EXISTS hub_entries" in statement else
+              statement.format(blob="BYTEA" if pg else "BLOB") for statement in SCHEMA]
+    if pg:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            for statement in schema:
+                conn.execute(statement)
+            conn.execute(f"INSERT INTO hub_entries VALUES ({', '.join(['%s'] * 17)})", row)
+    else:
+        conn = sqlite3.connect(url)
+        for statement in schema:
+            conn.execute(statement)
+        conn.execute(f"INSERT INTO hub_entries VALUES ({', '.join('?' * 17)})", row)
+        conn.commit()
+        conn.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_officer_entries_are_stored_and_an_older_hub_database_migrated(tmp_path, backend, request):
+    pg = backend == "postgresql"
+    url = request.getfixturevalue("pg_url") if pg else str(tmp_path / "hub.db")
+    _old_hub(url, pg)
+    reader = HubDB(url, readonly=True)  # read-only, before any migration: the new columns show as empty
+    try:
+        assert [(r["code"], r["ref_id"], r["officer"]) for r in reader.entries()] == [("c1", None, None)]
+    finally:
+        reader.close()
+    entries = list(_officer_batch())
+    from sync.codec import decode_batch
+
+    message = encode_batch("dev1", wall_ms(), entries)
+    assert message[0] == 2
+    db = HubDB(url)  # opened for writing: migrated
+    try:
+        stored = db.store(decode_batch(message), wall_ms())
+        assert stored.inserted == 3
+        again = db.store(decode_batch(message), wall_ms())  # a resend: duplicates, not conflicts
+        assert (again.inserted, again.duplicates, again.conflicts) == (0, 3, 0)
+        forged = dataclasses.replace(entries[1], officer="someone else")
+        assert db.store(decode_batch(encode_batch("dev1", wall_ms(), [forged])), wall_ms()).conflicts == 1
+        rows = {r["id"]: r for r in db.entries(device="dev1")}
+    finally:
+        db.close()
+    reviewed, answer, manual = entries
+    assert (rows[answer.id]["ref_id"], rows[answer.id]["officer"], rows[answer.id]["source"]) == (
+        reviewed.id, "Nguyễn Văn An", "review")
+    assert (rows[manual.id]["ref_id"], rows[manual.id]["officer"]) == (None, "Nguyễn Văn An")
+    assert (rows[reviewed.id]["ref_id"], rows[reviewed.id]["officer"]) == (None, None)
+    assert len(rows) == 4
+
+
+def test_hub_entries_export_shows_the_officer(tmp_path):
+    url = str(tmp_path / "hub.db")
+    db = HubDB(url)
+    try:
+        from sync.codec import decode_batch
+
+        db.store(decode_batch(encode_batch("dev1", wall_ms(), list(_officer_batch()))), wall_ms())
+    finally:
+        db.close()
+    result = subprocess.run([sys.executable, "-m", "sync.hub", "entries", "--db", url, "--format", "json"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["source"], r["officer"]) for r in rows] == [
+        ("lines:test", None), ("review", "Nguyễn Văn An"), ("manual", "Nguyễn Văn An")]
+    assert rows[1]["ref_id"] == rows[0]["id"]
+    result = subprocess.run([sys.executable, "-m", "sync.hub", "entries", "--db", url], cwd=ROOT,
+                            capture_output=True, text=True)
+    header = result.stdout.splitlines()[0].split(",")
+    assert "ref_id" in header and "officer" in header
+
+
+def test_an_officers_entry_reaches_the_hub_with_its_reference_and_name(tmp_path, broker, hub_url):
+    """The outbox reads every field of the wire record: a review answer keeps what it answers and who answered."""
+    path = tmp_path / "dev" / "entries.db"
+    store = EntryStore(path)
+    record(store, 1)
+    reviewed = device_ids(path)[0]
+    assert store.record(Entry(Entry.new_id(), "dev1", wall_ms(), mono_ns(), boot_id(), "review", "c000000000000",
+                              "allow", "officer", None, None, "v1", ref_id=reviewed, officer="Nguyễn Văn An"))
+    collector = InProcessCollector(hub_url, broker.port)
+    agent = agent_for(path, broker.port)
+    try:
+        wait_until(lambda: len(hub_rows(hub_url)) == 2, what="hub rows")
+        answer = hub_rows(hub_url)[1]
+        assert (answer["source"], answer["ref_id"], answer["officer"]) == ("review", reviewed, "Nguyễn Văn An")
+        assert hub_rows(hub_url)[0]["ref_id"] is None
+    finally:
+        agent.stop()
         collector.close()

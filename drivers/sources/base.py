@@ -1,8 +1,10 @@
 """The one interface every source offers the pipeline, and the newest-frame slot cameras share."""
 from __future__ import annotations
 
+import statistics
 import threading
 from abc import ABC, abstractmethod
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -64,16 +66,25 @@ class Source(ABC):
         """Why this source is not healthy now, or None. A scanner waiting for the next traveller is healthy."""
         return None if self.stats.state in ("ok", "finished") else f"source {self.name} is {self.stats.state}"
 
+    @property
+    def frame_interval_s(self) -> float | None:
+        """Seconds between frames as they come, for the decoder's budget; None when items come only as fast
+        as they are taken (a scanner, a replay pulled by the pipeline)."""
+        return None
+
 
 class LatestSlot:
     """Holds only the newest frame. A frame replaced before anyone took it is dropped and counted:
     when decoding falls behind a live camera, stale frames are worthless and a queue only adds lag."""
+
+    ARRIVALS = 16  # the newest arrival times kept to measure the rate: half a second at 30 fps
 
     def __init__(self, stats: SourceStats):
         self._cond = threading.Condition()
         self._frame: Frame | None = None
         self._closed = False
         self._stats = stats
+        self._arrivals: deque[int] = deque(maxlen=self.ARRIVALS)
 
     def put(self, frame: Frame) -> None:
         with self._cond:
@@ -81,7 +92,16 @@ class LatestSlot:
                 self._stats.dropped += 1
             self._frame = frame
             self._stats.last_ns = frame.t_ns
+            self._arrivals.append(frame.t_ns)
             self._cond.notify()
+
+    def interval_s(self, min_gaps: int = 5) -> float | None:
+        """The median time between the newest arrivals, or None with fewer than min_gaps gaps: a camera's
+        real rate, which drops in dim light when exposure lengthens. The median ignores a reopen's gap."""
+        with self._cond:
+            times = list(self._arrivals)
+        gaps = [b - a for a, b in zip(times, times[1:]) if b > a]
+        return statistics.median(gaps) / 1e9 if len(gaps) >= min_gaps else None
 
     def close(self) -> None:
         with self._cond:

@@ -56,10 +56,14 @@ class FrameSource(Source):
         return frame
 
     def _next_image(self):
-        image = self.reader.read()
-        if image is None and self.loop and not self.live:
-            self.reader.rewind()
+        try:
             image = self.reader.read()
+            if image is None and self.loop and not self.live:
+                self.reader.rewind()
+                image = self.reader.read()
+        except SourceError as exc:  # a replayed video that turned unreadable (a frame over the pixel cap)
+            log.warning("replay %s stopped: %s", self.name, exc)
+            return None
         return image
 
     def _frame(self, image) -> Frame:
@@ -75,6 +79,15 @@ class FrameSource(Source):
         frame = self._frame(image)
         self.stats.last_ns = frame.t_ns
         return frame
+
+    @property
+    def frame_interval_s(self) -> float | None:
+        """A camera: its measured rate once a few frames came, until then the rate it was set to. A replay
+        paced at fps: 1/fps. A replay pulled by the pipeline: None, frames come as fast as decoding goes."""
+        if self.live:
+            measured = self._slot.interval_s()
+            return measured if measured is not None else getattr(self.reader, "frame_interval_s", None)
+        return 1.0 / self.fps if self.fps > 0 else None
 
     def problem(self, now_ns: int) -> str | None:
         if self.live and self.stats.state == "ok" and now_ns - max(self.stats.last_ns, self._started_ns) > self.stall_ns:

@@ -10,8 +10,11 @@ import select
 import stat
 import sys
 import threading
+import time
+from collections import deque
 
 from edge.clock import mono_ns
+from edge.textsafe import for_log
 
 from .base import Source, SourceError, TextScan
 
@@ -126,11 +129,23 @@ class TextSource(Source):
             self._thread.join(timeout=2)
 
 
-class LinesSource(TextSource):
+class LinesSource(Source):
+    """Lines from a file, a FIFO or stdin, read in the pipeline's own thread when it asks for the next one.
+
+    Nothing is taken from a FIFO or a pipe before the pipeline can take it: the kernel's pipe buffer is
+    the queue, and a stream is read a byte at a time (as a shell's `read` does) so that no line beyond
+    the one in hand leaves it. A kill then loses at most the line being handled; the lines behind it are
+    still in the pipe for the next start. A regular file is read in chunks: it keeps its lines anyway.
+    """
+
     def __init__(self, path: str, *, max_line: int, follow_fifo: bool = True, name: str = "lines"):
-        super().__init__(max_line=max_line, name=name)
-        self.path, self.follow_fifo = path, follow_fifo
+        super().__init__()
+        self.path, self.follow_fifo, self.max_line, self.name = path, follow_fifo, max_line, name
         self._fd: int | None = None
+        self._splitter = LineSplitter(max_line)
+        self._lines: deque[bytes] = deque()  # split off a chunk of a regular file, not yet handed over
+        self._read_size = 1
+        self._ended = False
 
     def _open(self) -> int:
         if self.path == "-":
@@ -147,33 +162,48 @@ class LinesSource(TextSource):
 
     def start(self) -> None:
         self._fd = self._open()
+        self._read_size = CHUNK if stat.S_ISREG(os.fstat(self._fd).st_mode) else 1
         self.stats.state = "ok"
-        self._start_thread()
 
-    def _run(self) -> None:
-        splitter = LineSplitter(self.max_line)
-        try:
-            while not self._stop.is_set():
-                ready, _, _ = select.select([self._fd], [], [], 0.2)
-                if not ready:
-                    continue
-                try:
-                    data = os.read(self._fd, CHUNK)
-                except BlockingIOError:
-                    continue
-                except OSError as exc:
-                    log.error("lines source %s: read failed: %s", self.path, exc)
-                    self.stats.state = "error"
-                    break
-                if not data:
-                    self.emit(splitter.flush())
-                    break
-                self.emit(splitter.feed(data))
-        finally:
-            self.finish()
+    def get(self, timeout: float) -> TextScan | None:
+        if self.finished or self._fd is None:
+            return None
+        deadline, first = time.monotonic() + timeout, True
+        while not self._lines and not self._ended:
+            # A writer streaming bytes without a line end must not hold the pipeline past its timeout:
+            # the part read so far waits in the splitter for the next call.
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 and not first:
+                return None
+            first = False
+            # Readable first, so that a blocking stdin never holds the pipeline either.
+            ready, _, _ = select.select([self._fd], [], [], max(0.0, remaining))
+            if not ready:
+                return None
+            try:
+                data = os.read(self._fd, self._read_size)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                log.error("lines source %s: read failed: %s", for_log(self.path), exc)
+                self.stats.state, self._ended = "error", True
+                break
+            if data:
+                self._lines.extend(self._splitter.feed(data))
+            else:
+                self._lines.extend(self._splitter.flush())
+                self._ended = True
+        if not self._lines:
+            self.finished = True
+            if self.stats.state == "ok":
+                self.stats.state = "finished"
+            return None
+        now = mono_ns()
+        self.stats.delivered += 1
+        self.stats.last_ns = now
+        return TextScan(self._lines.popleft(), now)
 
     def close(self) -> None:
-        super().close()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

@@ -33,6 +33,11 @@ class PiCameraReader:
             controls.update(AfMode=AF_MANUAL, LensPosition=self.lens_position)
         return controls
 
+    @property
+    def frame_interval_s(self) -> float:
+        """libcamera holds the FrameRate control: frames come at this interval unless exposure needs longer."""
+        return 1.0 / self.fps
+
     def open(self) -> None:
         self.close()
         try:

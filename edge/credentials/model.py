@@ -1,0 +1,107 @@
+"""What every credential format returns: a typed credential, a typed failure, a verdict.
+
+The policy decides on these and never on a format's internals; a list looks a credential up by its
+`subject_id`, as it looks up a plain code by its text.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+class Category(str, enum.Enum):
+    """Why a credential was accepted or refused; the policy's reason is `credential-<category>`."""
+
+    VALID = "valid"
+    MALFORMED = "malformed"          # not decodable, or not what the format says it must hold
+    SIGNATURE = "signature"          # the signature does not verify (forged or altered), or an unusable algorithm
+    UNTRUSTED = "untrusted"          # no trusted signer has this key id, or the signer is out of its own validity
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not-yet-valid"
+    KEY_USAGE = "key-usage"          # the signer may not sign this type of certificate
+    REVOKED = "revoked"              # on a revocation list, or the subject is deny-listed
+    RULE = "rule"                    # verified, but a business rule (e.g. vaccination complete) refuses it
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    name: str
+    date_of_birth: str | None = None  # ISO 8601, possibly partial ("1964", "1964-08") as EU certificates allow
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """A parsed credential, not yet verified (a parsed credential says nothing about who signed it)."""
+
+    format: str                      # "dcc", "pass", "cccd"
+    subject_id: str                  # what lists are looked up by: a UVCI, a pass id, an ID card number
+    kind: str                        # "vaccination", "test", "recovery", "pass", "id-card"
+    holder: Holder
+    valid_from_ms: int | None = None
+    valid_until_ms: int | None = None
+    issuer: str | None = None
+    claims: Mapping[str, Any] = field(default_factory=dict)
+    # What verification needs (signed bytes, signature, key id): never shown, never recorded.
+    proof: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def label(self) -> str:
+        """What screens show, as a list entry's label: the holder's name."""
+        return self.holder.name
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialFailure:
+    """A payload of a known format that cannot be read: always `malformed`, with what was wrong."""
+
+    format: str
+    category: Category
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    format: str
+    category: Category
+    detail: str = ""
+    credential: Credential | None = None
+    rule: str | None = None          # with category RULE: which rule refused (e.g. "vaccination-incomplete")
+    signer: str | None = None        # the trusted signer that verified it (a DSC's country and kid, a pass key id)
+
+    @property
+    def accepted(self) -> bool:
+        return self.category is Category.VALID
+
+    @property
+    def reason(self) -> str:
+        """The policy's reason word: `credential-valid`, `credential-expired`, …"""
+        return f"credential-{self.category.value}"
+
+
+def refused(credential: Credential, category: Category, detail: str, **kw) -> Verdict:
+    return Verdict(credential.format, category, detail, credential, **kw)
+
+
+def failed(failure: CredentialFailure) -> Verdict:
+    return Verdict(failure.format, failure.category, failure.detail)
+
+
+class CredentialError(Exception):
+    """Raised inside a format's parser; turned into a CredentialFailure at the format's boundary."""
+
+    def __init__(self, detail: str, category: Category = Category.MALFORMED):
+        super().__init__(detail)
+        self.category = category
+
+
+def prefixed_base45(payload: str, prefix: str, max_chars: int) -> bytes:
+    """The bytes a Base45 credential carries after its prefix (HC1:, CP1:); CredentialError when it cannot."""
+    from . import base45
+
+    if len(payload) > max_chars:
+        raise CredentialError("longer than any QR code holds")
+    try:
+        return base45.decode(payload[len(prefix):])
+    except base45.Base45Error as exc:
+        raise CredentialError(str(exc)) from exc

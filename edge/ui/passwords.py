@@ -1,0 +1,66 @@
+"""`checkpoint ui hash-password`: an officer's password as the argon2 hash [ui] officers takes.
+
+The password comes from a prompt (asked twice) when stdin is a terminal, else from stdin's first line, so a
+script can pipe it in; it is never an argument (arguments show in `ps` and the shell's history).
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+from argon2 import PasswordHasher
+
+MIN_LENGTH = 8
+MAX_LENGTH = 1024  # what the login form takes
+
+
+class PasswordError(Exception):
+    """A password that cannot be used; the message says why."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--min-length", type=int, default=MIN_LENGTH,
+                        help=f"refuse shorter passwords (default {MIN_LENGTH})")
+
+
+def read_password(stdin=None, prompt=getpass.getpass) -> str:
+    stdin = stdin or sys.stdin
+    if stdin.isatty():
+        first = prompt("Officer's password: ")
+        if prompt("Again: ") != first:
+            raise PasswordError("the two passwords differ")
+        return first
+    line = stdin.readline()
+    return line.rstrip("\r\n")
+
+
+def hash_password(password: str, min_length: int = MIN_LENGTH) -> str:
+    if len(password) < min_length:
+        raise PasswordError(f"password shorter than {min_length} characters")
+    if len(password) > MAX_LENGTH:
+        raise PasswordError(f"password longer than {MAX_LENGTH} characters (the login form takes no more)")
+    return PasswordHasher().hash(password)
+
+
+def run(args) -> int:
+    try:
+        hashed = hash_password(read_password(), args.min_length)
+    except PasswordError as exc:
+        print(f"checkpoint ui hash-password: {exc}", file=sys.stderr)
+        return 2
+    except (EOFError, KeyboardInterrupt):
+        print("checkpoint ui hash-password: no password given", file=sys.stderr)
+        return 2
+    print(hashed)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="checkpoint ui hash-password", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
