@@ -251,8 +251,10 @@ def test_any_status_leaves_fleet_drift_and_members_working(hostile_hub, status):
     assert run_hub("drift", "--db", db.url)[0] == 0
 
 
-def test_list_push_wait_reports_a_refusal_then_the_next_version_accepted(tmp_path, broker, capsys):
-    """The issue's case: a list imported on the device itself; the hub's v1 is refused, and --wait says so."""
+@contextlib.contextmanager
+def device_holding_a_local_list(tmp_path, broker):
+    """cp-01 holding v1 of `people`, imported on the device itself, known to a hub with a running collector:
+    (the hub database, the push command's common arguments, the device)."""
     from edge.lists import ListStore
     from sync.hub import main
 
@@ -276,6 +278,18 @@ def test_list_push_wait_reports_a_refusal_then_the_next_version_accepted(tmp_pat
         (tmp_path / "people.csv").write_text("code\nP-1\nP-2\n")
         common = ["--port", str(broker.port), "--host", "127.0.0.1", "--db", hub_db, "--key",
                   str(tmp_path / "admin.key"), "--state", str(tmp_path / "hub-state"), "--to", "all"]
+        yield db, common, device
+    finally:
+        db.close()
+        device.stop()
+        collector.close()
+
+
+def test_list_push_wait_reports_a_refusal_then_the_next_version_accepted(tmp_path, broker, capsys):
+    """The issue's case: a list imported on the device itself; the hub's v1 is refused, and --wait says so."""
+    from sync.hub import main
+
+    with device_holding_a_local_list(tmp_path, broker) as (db, common, device):
         capsys.readouterr()
         assert main(["list", "push", "people", str(tmp_path / "people.csv"), "--wait", f"{patience(30):.0f}",
                      *common]) == 1
@@ -285,38 +299,14 @@ def test_list_push_wait_reports_a_refusal_then_the_next_version_accepted(tmp_pat
                      *common]) == 0
         assert capsys.readouterr().out.splitlines()[-1] == "cp-01\taccepted"
         assert device.list_version("people") == 2
-    finally:
-        db.close()
-        device.stop()
-        collector.close()
 
 
 def test_list_push_version_goes_past_a_list_imported_on_the_device(tmp_path, broker, capsys):
     """A device holds v1 of a list the hub never pushed: --version 2 is accepted at once; a --version not
     above the last pushed is refused before anything is prepared or published."""
-    from edge.lists import ListStore
     from sync.hub import main
 
-    from .test_sync import InProcessCollector
-
-    hub_db = str(tmp_path / "hub.db")
-    assert main(["keygen", "--out", str(tmp_path / "admin.key")]) == 0
-    key = admin.read_private(tmp_path / "admin.key")
-    device = Device(tmp_path / "dev", broker.port, [key], device="cp-01")
-    (tmp_path / "dev" / "state").mkdir(parents=True)
-    (tmp_path / "local.csv").write_text("code\nL-1\n")
-    local = ListStore(tmp_path / "dev" / "state" / "lists.db")
-    with open(tmp_path / "local.csv", "rb") as fh:
-        local.import_csv("people", fh, zone="UTC", max_code_bytes=256)
-    local.close()
-    collector = InProcessCollector(hub_db, broker.port)
-    device.start()
-    db = HubDB(hub_db)
-    try:
-        wait_until(lambda: db.members("all") == ["cp-01"], what="cp-01 known to the hub")
-        (tmp_path / "people.csv").write_text("code\nP-1\nP-2\n")
-        common = ["--port", str(broker.port), "--host", "127.0.0.1", "--db", hub_db, "--key",
-                  str(tmp_path / "admin.key"), "--state", str(tmp_path / "hub-state"), "--to", "all"]
+    with device_holding_a_local_list(tmp_path, broker) as (db, common, device):
         capsys.readouterr()
         assert main(["list", "push", "people", str(tmp_path / "people.csv"), "--version", "2",
                      "--wait", f"{patience(30):.0f}", *common]) == 0
@@ -325,7 +315,3 @@ def test_list_push_version_goes_past_a_list_imported_on_the_device(tmp_path, bro
         assert main(["list", "push", "people", str(tmp_path / "people.csv"), "--version", "2", *common]) != 0
         assert "not above v2" in capsys.readouterr().err
         assert db.next_version(admin.parse_target("all"), "list", "people") == 3
-    finally:
-        db.close()
-        device.stop()
-        collector.close()
