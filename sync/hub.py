@@ -259,15 +259,22 @@ def cmd_config_push(args) -> int:
     version = args.version or db.next_version(target, "config")
     _check_version(db, target, "config", "", version)
     message = admin.config_bundle(key, target, version, data, merge=merge, expires_s=expires_s)
+    published_ms = _publish_one(args, db, target, "config", admin.config_topic(args.topic_prefix, target),
+                                message, version)
+    print(f"config v{version} for {target} published ({len(message)} bytes, {merge})")
+    return _await_acks(args, db, target, "config", None, version, published_ms, message)
+
+
+def _publish_one(args, db, target: str, kind: str, topic: str, message: bytes, version: int) -> int:
+    """Publish one signed bundle (config, trust) and record it; returns when it went out, for --wait."""
     published_ms = wall_ms()
     publisher = _publisher(args)
     try:
-        publisher.publish(admin.config_topic(args.topic_prefix, target), message)
+        publisher.publish(topic, message)
     finally:
         publisher.close()
-    _record(db, target, "config", "", version, wall_ms(), hashlib.sha256(message).hexdigest())
-    print(f"config v{version} for {target} published ({len(message)} bytes, {merge})")
-    return _await_acks(args, db, target, "config", None, version, published_ms, message)
+    _record(db, target, kind, "", version, wall_ms(), hashlib.sha256(message).hexdigest())
+    return published_ms
 
 
 def cmd_list_push(args) -> int:
@@ -325,13 +332,8 @@ def cmd_trust_push(args) -> int:
     version = args.version or db.next_version(target, "trust")
     _check_version(db, target, "trust", "", version)
     message = admin.trust_bundle(key, target, version, data, expires_s=expires_s)
-    published_ms = wall_ms()
-    publisher = _publisher(args)
-    try:
-        publisher.publish(admin.trust_topic(args.topic_prefix, target), message)
-    finally:
-        publisher.close()
-    _record(db, target, "trust", "", version, wall_ms(), hashlib.sha256(message).hexdigest())
+    published_ms = _publish_one(args, db, target, "trust", admin.trust_topic(args.topic_prefix, target),
+                                message, version)
     print(f"trust list v{version} for {target} published ({signers} signers, {len(message)} bytes)")
     return _await_acks(args, db, target, "trust", None, version, published_ms, message)
 
