@@ -64,6 +64,22 @@ def fake_module(monkeypatch):
 
 
 @pytest.fixture
+def fifo(tmp_path):
+    """A named pipe for a `lines` source: the test writes scans into it as a serial scanner would."""
+    path = tmp_path / "scanner.fifo"
+    os.mkfifo(path)
+    return path
+
+
+def write_fifo(path, data: bytes):
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
 def write_qr(tmp_path):
     def write(name: str, content, **kw) -> Path:
         path = tmp_path / name

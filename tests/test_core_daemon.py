@@ -29,26 +29,11 @@ from edge.policy import Policy
 from edge.signals import Signaller
 from edge.store import Entry, EntryStore
 
-from .conftest import checkpoint_process, run_checkpoint
+from .conftest import checkpoint_process, run_checkpoint, write_fifo
 from .waiting import patience, wait_until
 from .disks import fill, small_filesystem
 
 LINES = '[source]\ntype = "lines"\npath = "{path}"\n'
-
-
-@pytest.fixture
-def fifo(tmp_path):
-    path = tmp_path / "scanner.fifo"
-    os.mkfifo(path)
-    return path
-
-
-def write_fifo(path, data: bytes):
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
 
 
 def recorded(state: Path) -> list[tuple]:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import random
 import signal
 import sqlite3
@@ -26,7 +25,7 @@ from edge.policy import Policy
 from edge.signals import Signaller
 from edge.store import EntryStore
 
-from .conftest import checkpoint_process, qr_image, run_checkpoint
+from .conftest import checkpoint_process, qr_image, run_checkpoint, write_fifo
 from .waiting import patience, wait_until
 from .disks import fill, small_filesystem
 
@@ -108,21 +107,6 @@ def test_video_replay_debounces_consecutive_frames(tmp_path, make_config):
     import_list(config, tmp_path)
     assert run_checkpoint("run", "--config", config).returncode == 0
     assert [e["code"] for e in entries(config)] == ["OK-1", "OK-2"]
-
-
-@pytest.fixture
-def fifo(tmp_path):
-    path = tmp_path / "scanner.fifo"
-    os.mkfifo(path)
-    return path
-
-
-def write_fifo(path, data: bytes):
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
 
 
 def test_sigterm_stops_cleanly_and_outputs_end_off(tmp_path, make_config, fifo):

@@ -504,8 +504,8 @@ def test_daemon_applies_pushed_config_and_lists_without_restart(tmp_path, broker
     import os
     import signal
 
-    from .conftest import checkpoint_process
-    from .test_daemon import entries, write_fifo
+    from .conftest import checkpoint_process, write_fifo
+    from .test_daemon import entries
 
     fifo = tmp_path / "scanner.fifo"
     os.mkfifo(fifo)
