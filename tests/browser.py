@@ -44,6 +44,16 @@ def wait_for(driver, condition, what: str, timeout: float = 30):
         NoSuchElementException, StaleElementReferenceException)).until(condition, what)
 
 
+def submit(driver, element) -> None:
+    """Click what sends a form and wait for the page it brings: reading right after the click could read the page
+    being left (its flash message, say)."""
+    from selenium.webdriver.support.expected_conditions import staleness_of
+
+    leaving = driver.find_element("tag name", "html")
+    element.click()
+    wait_for(driver, staleness_of(leaving), "the page the form brings")
+
+
 def close_browser(driver) -> None:
     try:
         driver.quit()

@@ -27,7 +27,7 @@ from selenium.webdriver.support.ui import Select
 from edge.ui.auth import LoginLimit, check_password, csrf_ok
 from edge.ui.passwords import PasswordError, hash_password
 
-from .browser import browser, close_browser, open_browser, wait_for  # noqa: F401 - the fixture
+from .browser import browser, close_browser, open_browser, submit, wait_for  # noqa: F401 - the fixture
 from .conftest import ROOT, checkpoint_process, run_checkpoint
 from .waiting import patience, wait_until
 
@@ -116,7 +116,7 @@ def log_in(driver, url: str, name: str, password: str) -> None:
     driver.get(url + "/officer")
     driver.find_element(By.ID, "name").send_keys(name)
     driver.find_element(By.ID, "password").send_keys(password)
-    driver.find_element(By.ID, "login").click()
+    submit(driver, driver.find_element(By.ID, "login"))
     wait(driver, lambda d: d.find_elements(By.ID, "flash") or d.find_elements(By.ID, "scans"), "the login's answer")
 
 
@@ -258,7 +258,7 @@ def test_live_list_filters_search_review_and_manual_entry_in_vietnamese(applianc
     assert review["decision"] == "? Chờ kiểm tra" and review["buttons"] == 2
     assert review["colour"] == COLOURS["review"] and review["reason"].startswith("Đã quét lúc ")
     relay_before = _pulses(a, "relay")
-    browser.find_element(By.CSS_SELECTOR, f'tr[data-id="{review["id"]}"] button.allow').click()
+    submit(browser, browser.find_element(By.CSS_SELECTOR, f'tr[data-id="{review["id"]}"] button.allow'))
     assert flash(browser) == "Đã trả lời kiểm tra: Mời vào."
     answered = wait(browser, lambda d: [r for r in rows(d) if r["id"] == review["id"] and "answered" in r["state"]],
                     "the review answered")[0]
@@ -281,7 +281,7 @@ def test_live_list_filters_search_review_and_manual_entry_in_vietnamese(applianc
     # A code typed by hand: the same policy, recorded with source manual and the officer.
     live(browser, a)
     browser.find_element(By.ID, "manual-code").send_keys("BAN-1")
-    browser.find_element(By.ID, "manual-submit").click()
+    submit(browser, browser.find_element(By.ID, "manual-submit"))
     assert flash(browser) == "Đã ghi: Từ chối, Có trong danh sách cấm."
     manual = a.entries()[-1]
     assert (manual["source"], manual["code"], manual["decision"], manual["officer"], manual["ref_id"]) == (
@@ -289,7 +289,7 @@ def test_live_list_filters_search_review_and_manual_entry_in_vietnamese(applianc
     [typed] = [r for r in row_for(browser, "BAN-1", 2) if r["id"] == manual["id"]]
     assert typed["source"] == "nhập tay\nbởi An"  # the officer on a line of its own
 
-    browser.find_element(By.ID, "logout").click()
+    submit(browser, browser.find_element(By.ID, "logout"))
     wait(browser, lambda d: d.find_elements(By.ID, "login"), "the login form again")
     stderr = a.stop()
     assert "AUDIT officer An login from 127.0.0.1" in stderr and "AUDIT officer An review" in stderr
