@@ -23,11 +23,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ holds the certificate factory
 
-from tests.credfixtures import AT, AT_MS, DAY, cccd_payload, dcc_entry, make_dsc, make_hc1, trust_entry  # noqa: E402
-
 from drivers.sources.base import Source, TextScan  # noqa: E402
-from edge.clock import mono_ns  # noqa: E402
+from edge.common.clock import mono_ns  # noqa: E402
 from edge.credentials import Trust, evaluate, load_trust_list, passes  # noqa: E402
+from tests.credfixtures import (  # noqa: E402
+    AT,
+    AT_MS,
+    DAY,
+    cccd_payload,
+    dcc_entry,
+    make_dsc,
+    make_hc1,
+    trust_entry,
+)
 
 
 def straightforward_dcc(trust_entries: list[dict]):
@@ -118,21 +126,21 @@ class Scans(Source):
 def scan_latency(count: int, ec_key, ec_der, entries: list[dict]) -> dict | None:
     """Scan-to-signal through the real pipeline (policy, SQLite commit with synchronous=FULL, signal) of EU
     certificates beside plain codes, interleaved, at the real time; None when the policy has no credential
-    step (edge/policy.py without issue 16's hooks)."""
+    step (edge/rules/policy.py without issue 16's hooks)."""
     import tempfile
 
     from drivers.outputs.fake import FakeOutput
-    from edge.config import parse_settings
+    from edge.app.pipeline import Pipeline
+    from edge.app.signals import Signaller
     from edge.credentials import trustfile
-    from edge.debounce import Debouncer
-    from edge.decode import make_decoder
+    from edge.decode.debounce import Debouncer
+    from edge.decode.reader import make_decoder
+    from edge.entries.store import EntryStore
     from edge.lists import ListStore
-    from edge.pipeline import Pipeline
-    from edge.policy import Policy
-    from edge.signals import Signaller
-    from edge.store import EntryStore
+    from edge.rules.policy import Policy
+    from edge.settings.schema import parse_settings
 
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     with tempfile.TemporaryDirectory() as folder:
         state = Path(folder)
         settings = parse_settings({
@@ -223,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r['format']:<16} {r['ours_per_s']:>9} {r['ours_ms']:>8} {r['straightforward_per_s']:>18} "
                   f"{r['ratio']:>6}")
         if args.latency and latency is None:
-            print("scan-to-signal: not measured (edge/policy.py has no credential step: issue 16's hooks)")
+            print("scan-to-signal: not measured (edge/rules/policy.py has no credential step: issue 16's hooks)")
         elif latency is not None:
             print(f"\nscan-to-signal through the pipeline ({args.count} of each, interleaved, SQLite commit included):")
             for kind, r in latency.items():

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 
 from bench.synth import CONDITIONS, frames
-from edge.decode import make_decoder
+from edge.decode.reader import make_decoder
 
 DEFAULT_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "qr-photos"
 

@@ -36,8 +36,8 @@ DEVICES = r"""
 import json, sys, threading, time, uuid
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from edge.clock import wall_ms
-from sync.codec import WireEntry, encode_batch
+from edge.common.clock import wall_ms
+from sync.wire.codec import WireEntry, encode_batch
 
 port, batches, per_batch, rounds = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 names = sys.argv[5:]
@@ -130,7 +130,7 @@ def count(url: str) -> tuple[int, int, int]:
 
 
 def run(size: int, processes: int, batches: int, per_batch: int, admin: str, requests: int) -> dict:
-    from sync.hubdb import HubDB
+    from sync.hub.hubdb import HubDB
     from tests.broker import Broker, free_port
 
     folder = Path(tempfile.mkdtemp(prefix="checkpoint-fleet-"))
@@ -145,7 +145,7 @@ def run(size: int, processes: int, batches: int, per_batch: int, admin: str, req
     secret.write_text("pw-collector\n")
     procs = []
     try:
-        collectors = [subprocess.Popen([sys.executable, "-m", "sync.hub", "collect", "--db", url, "--host", "127.0.0.1",
+        collectors = [subprocess.Popen([sys.executable, "-m", "sync.hub.cli", "collect", "--db", url, "--host", "127.0.0.1",
                                         "--port", str(broker.port), "--username", "collector", "--password-file",
                                         str(secret), "--client-id", f"collector-{i}"], cwd=ROOT,
                                        stderr=subprocess.DEVNULL) for i in range(2)]
@@ -179,7 +179,7 @@ def run(size: int, processes: int, batches: int, per_batch: int, admin: str, req
         for label, cache_s, pace_s, asked in (("fleet_rows_ms", "1", 0.05, requests),
                                               ("fleet_rows_cold_ms", "0", 0.0, max(requests // 4, 20))):
             port = free_port()
-            dashboard = subprocess.Popen([sys.executable, "-m", "sync.dashboard.cli", "serve", "--db", url,
+            dashboard = subprocess.Popen([sys.executable, "-m", "sync.hub.dashboard.cli", "serve", "--db", url,
                                           "--admins", str(admins), "--listen", f"127.0.0.1:{port}",
                                           "--cache-s", cache_s], cwd=ROOT, stderr=subprocess.DEVNULL)
             procs.append(dashboard)

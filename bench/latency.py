@@ -27,15 +27,15 @@ from bench.synth import frame
 from drivers.outputs.fake import FakeOutput
 from drivers.sources.base import Source, TextScan
 from drivers.sources.camera import FrameSource
-from edge.clock import mono_ns
-from edge.config import parse_settings
-from edge.debounce import Debouncer
-from edge.decode import make_decoder
+from edge.app.pipeline import Pipeline
+from edge.app.signals import Signaller
+from edge.common.clock import mono_ns
+from edge.decode.debounce import Debouncer
+from edge.decode.reader import make_decoder
+from edge.entries.store import EntryStore
 from edge.lists import ListStore
-from edge.pipeline import Pipeline
-from edge.policy import Policy
-from edge.signals import Signaller
-from edge.store import EntryStore
+from edge.rules.policy import Policy
+from edge.settings.schema import parse_settings
 
 
 class MemoryFrames:

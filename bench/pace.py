@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.clock import mono_ns
+from edge.common.clock import mono_ns
 
 PI4_SYSBENCH = 1477.83  # events/s, one thread, sysbench 1.0.20 cpu (source in the docstring)
 MIN_QUOTA_US = 1000  # the kernel's smallest quota: the period is this over the share, as short as it can be
@@ -196,7 +196,7 @@ class Timed:
 
 def calibrate(args) -> dict:
     """zxing-cpp alone on the bench's frames, back to back: the core kept busy, so a quota slows it fully."""
-    from edge.decode import make_decoder
+    from edge.decode.reader import make_decoder
 
     data = np.load(args.frames)
     images = list(data["codes"]) + list(data["empty"])
@@ -214,14 +214,14 @@ def calibrate(args) -> dict:
 def child(args) -> dict:
     from drivers.outputs.fake import FakeOutput
     from drivers.sources.camera import FrameSource
-    from edge.config import parse_settings
-    from edge.debounce import Debouncer
-    from edge.decode import make_decoder
+    from edge.app.pipeline import Pipeline
+    from edge.app.signals import Signaller
+    from edge.decode.debounce import Debouncer
+    from edge.decode.reader import make_decoder
+    from edge.entries.store import EntryStore
     from edge.lists import ListStore
-    from edge.pipeline import Pipeline
-    from edge.policy import Policy
-    from edge.signals import Signaller
-    from edge.store import EntryStore
+    from edge.rules.policy import Policy
+    from edge.settings.schema import parse_settings
 
     data = np.load(args.frames)
     texts = [str(t) for t in data["texts"]]

@@ -35,16 +35,16 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from edge.daemon import GIL_SWITCH_S
-from edge.layers import load_settings
+from edge.app.daemon import GIL_SWITCH_S
+from edge.entries.store import EntryStore
 from edge.lists import KeyedHash, ListStore
 from edge.lists.keysfile import DENY, KeysFile
-from edge.store import EntryStore
-from sync import admin
-from sync.agent import SyncAgent
-from sync.bundle import new_private, private_pem, public_text
-from sync.mqtt import make_client
-from sync.remote import Receiver
+from edge.settings.layers import load_settings
+from sync.device.agent import SyncAgent
+from sync.device.remote import Receiver
+from sync.hub import admin
+from sync.wire.bundle import new_private, private_pem, public_text
+from sync.wire.mqtt import make_client
 from tests.broker import Broker
 
 CONFIG = """
@@ -173,7 +173,7 @@ def rss_kib(pid: int) -> int:
 
 def daemon_rss(config: Path, fifo: Path, codes: list[str]) -> int:
     """RSS of the real daemon after it decided `codes` (each a lookup), in KiB."""
-    proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
+    proc = subprocess.Popen([sys.executable, "-m", "edge.app.cli", "run", "--config", str(config)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         with fifo.open("w") as fh:

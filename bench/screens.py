@@ -64,8 +64,8 @@ class KioskDaemon:
     """A daemon with its screens on, in this process, scanning what is written to its FIFO."""
 
     def __init__(self, folder: Path, language: str, site: str):
-        from edge.daemon import Daemon
-        from edge.layers import load_settings
+        from edge.app.daemon import Daemon
+        from edge.settings.layers import load_settings
 
         self.fifo = folder / "scanner.fifo"
         os.mkfifo(self.fifo)
@@ -74,7 +74,7 @@ class KioskDaemon:
                           encoding="utf-8")
         rows = folder / "list.csv"
         rows.write_text(LIST, encoding="utf-8")
-        subprocess.run([sys.executable, "-m", "edge.cli", "list", "import", "people", str(rows), "--config",
+        subprocess.run([sys.executable, "-m", "edge.app.cli", "list", "import", "people", str(rows), "--config",
                         str(config)], cwd=ROOT, check=True, capture_output=True)
         self.daemon = Daemon(config, load_settings(config))
         self.thread = threading.Thread(target=self.daemon.run, name="daemon")

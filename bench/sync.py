@@ -22,13 +22,13 @@ import time
 import uuid
 from pathlib import Path
 
-from edge.clock import boot_id, mono_ns, wall_ms
-from edge.config import SyncSettings
-from edge.store import Entry, EntryReader, EntryStore
-from sync.agent import SyncAgent
-from sync.codec import WireEntry, decode_batch, encode_batch
-from sync.hubdb import HubDB
-from sync.mqtt import make_client
+from edge.common.clock import boot_id, mono_ns, wall_ms
+from edge.entries.store import Entry, EntryReader, EntryStore
+from edge.settings.schema import SyncSettings
+from sync.device.agent import SyncAgent
+from sync.hub.hubdb import HubDB
+from sync.wire.codec import WireEntry, decode_batch, encode_batch
+from sync.wire.mqtt import make_client
 from tests.broker import Broker, Proxy
 
 PG = os.environ.get("CHECKPOINT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -88,7 +88,7 @@ def ours(path: Path, port: int, n: int, hub_url: str) -> tuple[float, float, flo
 
     The collector runs in its own process, as on a hub machine: it does not share the agent's interpreter.
     """
-    collector = subprocess.Popen([sys.executable, "-m", "sync.hub", "collect", "--db", hub_url, "--host",
+    collector = subprocess.Popen([sys.executable, "-m", "sync.hub.cli", "collect", "--db", hub_url, "--host",
                                   "127.0.0.1", "--port", str(port), "--share-group", "", "--client-id", "bench"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     check = HubDB(hub_url)

@@ -80,8 +80,8 @@ class InProcess:
     """A daemon in this process, collecting every Scan it signals."""
 
     def __init__(self, folder: Path, ui: bool):
-        from edge.daemon import Daemon
-        from edge.layers import load_settings
+        from edge.app.daemon import Daemon
+        from edge.settings.layers import load_settings
 
         config, self.fifo = write_config(folder, ui)
         self.scans: list = []
@@ -166,7 +166,7 @@ def idle_cpu(seconds: float, ui: bool, kiosk: bool) -> float:
 
     with tempfile.TemporaryDirectory(prefix="checkpoint-bench-ui-") as folder:
         config, fifo = write_config(Path(folder), ui)
-        proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(config)], cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "edge.app.cli", "run", "--config", str(config)], cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         writer = os.open(fifo, os.O_WRONLY)
         status = Path(folder) / "state" / "status.json"
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-s", type=float, default=30.0)
     parser.add_argument("--gap-ms", type=float, default=50.0, help="pause between two scans (both runs)")
     args = parser.parse_args(argv)
-    from edge.daemon import GIL_SWITCH_S
+    from edge.app.daemon import GIL_SWITCH_S
 
     sys.setswitchinterval(GIL_SWITCH_S)  # as `checkpoint run` sets it
     closed = latency_run(args.scans, kiosk=False, gap_s=args.gap_ms / 1000)

@@ -62,7 +62,7 @@ class Broker:
         (self.folder / "mosquitto.conf").write_text("\n".join(lines) + "\n" + extra)
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Broker":
+    def start(self) -> Broker:
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.folder / "mosquitto.conf")],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:

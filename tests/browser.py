@@ -35,7 +35,10 @@ def open_browser(width: int = 1280, height: int = 800, lang: str = "en-US"):
 def wait_for(driver, condition, what: str, timeout: float = 30):
     """condition(driver) until it is true, within the machine's patience; an element replaced while it was read
     (a live page redraws its rows) is tried again, not a failure."""
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import (
+        NoSuchElementException,
+        StaleElementReferenceException,
+    )
     from selenium.webdriver.support.ui import WebDriverWait
 
     from .waiting import patience

@@ -12,13 +12,15 @@ import cv2
 import numpy as np
 import pytest
 import segno
-from hypothesis import HealthCheck, settings as hypothesis_settings
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKES = Path(__file__).resolve().parent / "fakes"  # stand-ins for picamera2, RPi.GPIO, evdev (their documented APIs)
 sys.path.insert(0, str(ROOT))  # bench/ (synthetic frames) is not an installed package
 
-from edge.cli import main as cli_main  # noqa: E402
+from edge.app.cli import main as cli_main  # noqa: E402
+
 from .waiting import patience
 
 # Property tests never assert time (deadline=None: CI machines run 10-30x slower at times) and stay
@@ -151,13 +153,13 @@ def cli(capsys):
 def checkpoint_process(*args, env: dict | None = None, **kw) -> subprocess.Popen:
     """The real `checkpoint` command in a child process (for the daemon and its signals)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "edge.cli", *map(str, args)], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "edge.app.cli", *map(str, args)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
 def run_checkpoint(*args, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "edge.cli", *map(str, args)], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "edge.app.cli", *map(str, args)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=patience(timeout), **kw)
 
 

@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from edge.credentials import base45
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 AT = dt.datetime(2026, 11, 29, 12, 0, tzinfo=UTC)   # "now" in every test
 AT_MS = int(AT.timestamp() * 1000)
 DAY = dt.timedelta(days=1)
@@ -148,7 +148,8 @@ _P256 = dict(
 def with_odd_key_encoding(der: bytes, how: str) -> bytes:
     """The certificate re-signed with its key encoded as some real DSCs have it: `explicit` EC curve
     parameters instead of the curve's name, or an RSA key under the id-RSASSA-PSS (`pss`) algorithm OID."""
-    from asn1crypto import keys as ak, x509 as ax
+    from asn1crypto import keys as ak
+    from asn1crypto import x509 as ax
 
     cert = ax.Certificate.load(der)
     tbs = cert["tbs_certificate"]

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from edge.store import EntryStore
-from sync import admin
-from sync.bundle import new_private, public_text
-from sync.hubdb import HubDB
-from sync.mqtt import make_client
+from edge.entries.store import EntryStore
+from sync.hub import admin
+from sync.hub.hubdb import HubDB
+from sync.wire.bundle import new_private, public_text
+from sync.wire.mqtt import make_client
 
 from .broker import ROOT, Broker
 from .test_remote import Device, csv_rows, lookup

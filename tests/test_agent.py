@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.config import SyncSettings
-from edge.store import EntryStore
-from sync.agent import Backoff, SyncAgent, is_loopback
-from sync.mqtt import make_client
+from edge.entries.store import EntryStore
+from edge.settings.schema import SyncSettings
+from sync.device.agent import Backoff, SyncAgent, is_loopback
+from sync.wire.mqtt import make_client
 
 from .test_sync import InProcessCollector, hub_rows, record, unsynced
 from .waiting import wait_until

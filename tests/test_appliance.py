@@ -9,13 +9,13 @@ import time
 import cv2
 import pytest
 
-from edge.clock import mono_ns, parse_instant
-from edge.clocktrust import BUILD_FLOOR_MS, ClockTrust
-from edge.config import DecisionSettings
+from edge.app.notify import Notifier
+from edge.common.clock import mono_ns, parse_instant
+from edge.entries.store import EntryStore
 from edge.lists import ListStore
-from edge.notify import Notifier
-from edge.policy import Policy
-from edge.store import EntryStore
+from edge.rules.clocktrust import BUILD_FLOOR_MS, ClockTrust
+from edge.rules.policy import Policy
+from edge.settings.schema import DecisionSettings
 
 from .conftest import checkpoint_process, qr_image
 from .waiting import patience
@@ -36,7 +36,7 @@ def received(sock: socket.socket, seconds: float, *, after_ready: bool = False, 
     while time.monotonic() < deadline:
         try:
             messages.append(sock.recv(4096).decode())
-        except socket.timeout:
+        except TimeoutError:
             continue
         if after_ready and messages[-1].startswith("READY=1"):
             deadline, after_ready = time.monotonic() + seconds, False

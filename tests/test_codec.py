@@ -7,9 +7,18 @@ import uuid
 import zlib
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from sync.codec import INT64_MAX, MAX_BODY_BYTES, BatchError, WireEntry, decode_batch, encode_batch, encode_body
+from sync.wire.codec import (
+    INT64_MAX,
+    MAX_BODY_BYTES,
+    BatchError,
+    WireEntry,
+    decode_batch,
+    encode_batch,
+    encode_body,
+)
 
 
 def sample(n=50, seed=1):

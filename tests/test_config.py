@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import ConfigError
-from edge.layers import load_settings
+from edge.settings.layers import load_settings
+from edge.settings.schema import ConfigError
 
 from .conftest import ROOT, run_checkpoint
 

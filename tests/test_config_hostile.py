@@ -12,10 +12,19 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from edge.config import MAX_CONFIG_BYTES, MAX_DEPTH, ConfigError, Settings, parse_settings, parse_toml, read_config
-from edge.layers import load_settings
+from edge.settings.layers import load_settings
+from edge.settings.schema import (
+    MAX_CONFIG_BYTES,
+    MAX_DEPTH,
+    ConfigError,
+    Settings,
+    parse_settings,
+    parse_toml,
+    read_config,
+)
 
 from .conftest import cli_main, run_checkpoint
 from .users import as_nobody
@@ -188,7 +197,7 @@ def test_a_file_without_permission_is_one_line(tmp_path):
 
 
 def test_a_pushed_body_is_held_to_the_same_rules():
-    # sync.remote parses pushed config bodies with parse_toml: the same limits apply to what comes over MQTT.
+    # sync.device.remote parses pushed config bodies with parse_toml: the same limits apply to what comes over MQTT.
     for body, expected in ((b"x = " + b"[" * 50_000, "nested"), (b"a = 1\n" * (MAX_CONFIG_BYTES // 4), "larger"),
                            (b"[" + b"a." * 100 + b"a]\n", "deeper than 32")):
         with pytest.raises(ConfigError, match=expected):
@@ -205,7 +214,7 @@ def test_a_pushed_body_is_held_to_the_same_rules():
 
 
 def test_list_names_in_the_config_follow_the_lists_own_rule():
-    from edge.config import LIST_NAME
     from edge.lists import NAME
+    from edge.settings.schema import LIST_NAME
 
     assert LIST_NAME == NAME.pattern  # one rule: a name the config accepts can be imported

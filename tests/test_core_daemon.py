@@ -17,21 +17,21 @@ import pytest
 
 from drivers.outputs.fake import FakeOutput
 from drivers.sources.lines import LinesSource
-from edge.clock import boot_id, mono_ns, wall_ms
-from edge.daemon import Daemon, close
-from edge.debounce import Debouncer
-from edge.decode import make_decoder
-from edge.layers import load_settings
+from edge.app.daemon import Daemon, close
+from edge.app.logkey import KEY_NAME, code_hash, load_or_create
+from edge.app.pipeline import Pipeline
+from edge.app.signals import Signaller
+from edge.common.clock import boot_id, mono_ns, wall_ms
+from edge.decode.debounce import Debouncer
+from edge.decode.reader import make_decoder
+from edge.entries.store import Entry, EntryStore
 from edge.lists import ListStore
-from edge.logkey import KEY_NAME, code_hash, load_or_create
-from edge.pipeline import Pipeline
-from edge.policy import Policy
-from edge.signals import Signaller
-from edge.store import Entry, EntryStore
+from edge.rules.policy import Policy
+from edge.settings.layers import load_settings
 
 from .conftest import checkpoint_process, run_checkpoint, write_fifo
-from .waiting import patience, wait_until
 from .disks import fill, small_filesystem
+from .waiting import patience, wait_until
 
 LINES = '[source]\ntype = "lines"\npath = "{path}"\n'
 
@@ -230,7 +230,7 @@ def test_wal_deleted_under_a_running_daemon_is_reported_and_nothing_is_lost_at_a
 def test_a_scan_starts_no_process_and_does_not_look_for_libraries(tmp_path, monkeypatch):
     scans = tmp_path / "scans.txt"
     scans.write_text("".join(f"T-{i:06d}\n" for i in range(1001)))
-    from edge.config import parse_settings
+    from edge.settings.schema import parse_settings
 
     settings = parse_settings({"source": {"type": "lines", "path": str(scans)}, "decision": {"mode": "record"},
                                "outputs": {"green": {"driver": "fake"}},

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from edge.clock import boot_id, mono_ns, wall_ms
-from edge.logkey import load_or_create
-from edge.store import RESERVE_NAME, Entry, EntryStore
+from edge.app.logkey import load_or_create
+from edge.common.clock import boot_id, mono_ns, wall_ms
+from edge.entries.store import RESERVE_NAME, Entry, EntryStore
+
 from .disks import fill, small_filesystem
 
 
@@ -175,7 +176,9 @@ def test_store_recovering_on_its_own_commits_the_held_file_and_remakes_the_reser
 
 
 # ---- a held file is read back from disk: whatever it holds, the store starts -------------------------
-from hypothesis import given, settings as hsettings, strategies as st  # noqa: E402
+from hypothesis import given  # noqa: E402
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 _json_leaf = st.one_of(st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
                        st.floats(allow_nan=False), st.text(alphabet=st.characters(codec="utf-8"), max_size=30))
@@ -249,8 +252,8 @@ def test_the_database_file_itself_deleted_is_rescued_from_the_open_connection(tm
 # The first run is a real process, killed with SIGKILL in the middle of a full disk: no close, no save.
 _KILLED_RUN = """
 import json, os, signal, sys
-from edge.clock import boot_id, mono_ns, wall_ms
-from edge.store import Entry, EntryStore
+from edge.common.clock import boot_id, mono_ns, wall_ms
+from edge.entries.store import Entry, EntryStore
 sys.path.insert(0, "tests")
 from disks import fill
 folder, reserve, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

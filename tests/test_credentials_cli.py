@@ -1,4 +1,4 @@
-"""`checkpoint credential verify|show` in a real process (`python -m edge.credentials.cli`)."""
+"""`checkpoint credential verify|show` in a real process (`python -m edge.app.credentialcli`)."""
 from __future__ import annotations
 
 import json
@@ -13,13 +13,22 @@ from edge.credentials import passes
 from edge.credentials.revocation import COUNTRYCODEUCI, SIGNATURE, UCI, hashes
 
 from .conftest import ROOT
-from .credfixtures import AT, DAY, cccd_payload, dcc_entry, make_dsc, make_hc1, signature_of, write_trust_list
+from .credfixtures import (
+    AT,
+    DAY,
+    cccd_payload,
+    dcc_entry,
+    make_dsc,
+    make_hc1,
+    signature_of,
+    write_trust_list,
+)
 from .waiting import patience
 
 
 def run(*args, stdin: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "edge.credentials.cli", "credential", *map(str, args)], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "edge.app.credentialcli", "credential", *map(str, args)], cwd=ROOT,
                           env=env, input=stdin, capture_output=True, text=True, timeout=patience(60))
 
 

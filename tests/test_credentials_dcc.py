@@ -9,15 +9,34 @@ import cbor2
 import pytest
 from cryptography import x509
 
-from edge.credentials import Category, Trust, TrustList, TrustListError, evaluate, load_trust_list, read
-from edge.credentials import base45
+from edge.credentials import (
+    Category,
+    Trust,
+    TrustList,
+    TrustListError,
+    base45,
+    evaluate,
+    load_trust_list,
+    read,
+)
 from edge.credentials.revocation import COUNTRYCODEUCI, SIGNATURE, UCI, hashes
 from edge.credentials.rules import RuleFailure, dcc_rules
 from edge.credentials.settings import DccRules, VaccinationRules
 from edge.credentials.trust import signer_from_der
 
-from .credfixtures import (AT, AT_MS, DAY, dcc_entry, kid_of, make_dsc, make_hc1, signature_of, trust_entry,
-                           with_odd_key_encoding, write_trust_list)
+from .credfixtures import (
+    AT,
+    AT_MS,
+    DAY,
+    dcc_entry,
+    kid_of,
+    make_dsc,
+    make_hc1,
+    signature_of,
+    trust_entry,
+    with_odd_key_encoding,
+    write_trust_list,
+)
 
 
 @pytest.fixture(scope="module")

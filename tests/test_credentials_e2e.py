@@ -9,18 +9,27 @@ import json
 
 import pytest
 import segno
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge.credentials import base45, passes
 from edge.credentials.decide import CredentialStep
 from edge.credentials.settings import CredentialsSettings
-from edge.config import DecisionSettings
 from edge.lists import ListStore
+from edge.settings.schema import DecisionSettings
 
 from .conftest import run_checkpoint
-from .credfixtures import DAY, cccd_payload, dcc_entry, make_dsc, make_hc1, signature_of, trust_entry
+from .credfixtures import (
+    DAY,
+    cccd_payload,
+    dcc_entry,
+    make_dsc,
+    make_hc1,
+    signature_of,
+    trust_entry,
+)
 
-NOW = dt.datetime.now(dt.timezone.utc)  # the daemon judges at the real time: certificates are made around it
+NOW = dt.datetime.now(dt.UTC)  # the daemon judges at the real time: certificates are made around it
 
 
 def hc1(key, der, ci: str, **kw) -> str:

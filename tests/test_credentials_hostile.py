@@ -10,11 +10,20 @@ import zlib
 
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from edge.credentials import Category, Trust, TrustListError, Verdict, evaluate, load_trust_list, passes
-from edge.credentials import base45
-from edge.credentials.cli import verdict_json
+from edge.app.credentialcli import verdict_json
+from edge.credentials import (
+    Category,
+    Trust,
+    TrustListError,
+    Verdict,
+    base45,
+    evaluate,
+    load_trust_list,
+    passes,
+)
 from edge.credentials.trust import signer_from_der
 
 from .credfixtures import AT_MS, kid_of, make_dsc, make_hc1, trust_entry

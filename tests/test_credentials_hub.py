@@ -7,13 +7,14 @@ import datetime as dt
 import json
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge.credentials import passes, trustfile
 from edge.credentials.trust import load_trust_list
-from sync import admin
-from sync.bundle import BundleError, TrustedKeys, new_private, verify
-from sync.hub import main as hub
+from sync.hub import admin
+from sync.hub.cli import main as hub
+from sync.wire.bundle import BundleError, TrustedKeys, new_private, verify
 
 from .conftest import run_checkpoint
 from .credfixtures import DAY, make_dsc, trust_entry
@@ -21,7 +22,7 @@ from .test_acl import fleet  # noqa: F401 - the fixture: a broker under the ship
 from .test_remote import Device, Hub, rejects
 from .waiting import wait_until
 
-NOW = dt.datetime.now(dt.timezone.utc)
+NOW = dt.datetime.now(dt.UTC)
 
 
 def decoded(*paths) -> list[str]:

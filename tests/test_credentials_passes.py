@@ -8,8 +8,7 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.credentials import Category, Trust, evaluate
-from edge.credentials import base45, passes
+from edge.credentials import Category, Trust, base45, evaluate, passes
 from edge.credentials.rules import gate_rule
 
 from .credfixtures import AT, AT_MS, DAY
@@ -147,7 +146,7 @@ def test_issue_refuses_what_a_pass_cannot_hold(admin):
 def test_issue_many_from_csv(tmp_path, admin, trust):
     import cv2
 
-    from edge.decode import make_decoder
+    from edge.decode.reader import make_decoder
 
     csv_path = tmp_path / "passes.csv"
     csv_path.write_text("\ufeffid,label,valid_from,valid_until,gates\n"
@@ -159,7 +158,7 @@ def test_issue_many_from_csv(tmp_path, admin, trust):
     texts = [decoder.decode(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE))[0].text for p in paths]
     first, second = (check(t, trust) for t in texts)
     assert first.category is Category.VALID and first.credential.claims["gates"] == ["north", "east"]
-    assert first.credential.valid_until_ms == int(dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc).timestamp() * 1000)
+    assert first.credential.valid_until_ms == int(dt.datetime(2026, 12, 1, tzinfo=dt.UTC).timestamp() * 1000)
     assert second.credential.subject_id == "V/2" and second.credential.holder.name == "Trần Thị Bình"
 
 

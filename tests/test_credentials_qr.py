@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.credentials import Category, Trust, TrustList, evaluate, passes
 from edge.credentials.trust import signer_from_der
-from edge.decode import make_decoder
+from edge.decode.reader import make_decoder
 
 from .credfixtures import AT, AT_MS, DAY, cccd_payload, make_dsc, make_hc1
 

@@ -15,19 +15,19 @@ import pytest
 
 from drivers.outputs.fake import FakeOutput
 from drivers.sources.lines import LinesSource
-from edge.layers import load_settings
-from edge.daemon import Daemon
-from edge.debounce import Debouncer
-from edge.decode import make_decoder
+from edge.app.daemon import Daemon
+from edge.app.pipeline import Pipeline
+from edge.app.signals import Signaller
+from edge.decode.debounce import Debouncer
+from edge.decode.reader import make_decoder
+from edge.entries.store import EntryStore
 from edge.lists import ListStore
-from edge.pipeline import Pipeline
-from edge.policy import Policy
-from edge.signals import Signaller
-from edge.store import EntryStore
+from edge.rules.policy import Policy
+from edge.settings.layers import load_settings
 
 from .conftest import checkpoint_process, qr_image, run_checkpoint, write_fifo
-from .waiting import patience, wait_until
 from .disks import fill, small_filesystem
+from .waiting import patience, wait_until
 
 LINES = '[source]\ntype = "lines"\npath = "{path}"\n'
 

@@ -18,17 +18,18 @@ from pathlib import Path
 import pytest
 import uvicorn
 from argon2 import PasswordHasher
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from edge.clock import wall_ms
+from edge.common.clock import wall_ms
 from edge.ui.server import bind
-from sync.codec import WireEntry, encode_batch
-from sync.collector import Collector
-from sync.dashboard.app import build_app, read_admins, DashboardError
-from sync.dashboard import fleet
-from sync.hubdb import HubDB
-from sync.mqtt import make_client
+from sync.hub.collector import Collector
+from sync.hub.dashboard import fleet
+from sync.hub.dashboard.app import DashboardError, build_app, read_admins
+from sync.hub.hubdb import HubDB
+from sync.wire.codec import WireEntry, encode_batch
+from sync.wire.mqtt import make_client
 
 from .broker import ROOT
 from .browser import browser, wait_for  # noqa: F401 (the fixture)
@@ -273,7 +274,7 @@ KEYS = st.sampled_from(["versions", "outbox", "remote", "source", "groups", "pro
 @given(st.dictionaries(KEYS, JSON, max_size=9))
 def test_any_status_a_device_sends_renders(tmp_path_factory, data):
     """Whatever shape a stored status has, the fleet view and the metrics are built, never an exception."""
-    from sync.dashboard import metrics
+    from sync.hub.dashboard import metrics
 
     db = HubDB(str(tmp_path_factory.mktemp("hub") / "hub.db"))
     try:
@@ -371,7 +372,7 @@ def test_serve_command_line(tmp_path):
 
     admins = tmp_path / "admins.toml"
     admins.write_text('[admins]\nada = "not a hash"\n')
-    run = [sys.executable, "-m", "sync.dashboard.cli", "serve", "--db", str(tmp_path / "hub.db")]
+    run = [sys.executable, "-m", "sync.hub.dashboard.cli", "serve", "--db", str(tmp_path / "hub.db")]
     bad = subprocess.run(run + ["--admins", str(admins)], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert bad.returncode == 2 and "not an argon2 hash" in bad.stderr
     admins.write_text(f'[admins]\nada = "{ADMINS["ada"]}"\n')
@@ -397,7 +398,7 @@ def test_serve_command_line(tmp_path):
 
 
 def test_grafana_and_prometheus_examples_name_only_metrics_that_exist(tmp_path):
-    from sync.dashboard import metrics
+    from sync.hub.dashboard import metrics
 
     db = HubDB(str(tmp_path / "hub.db"))
     fill(db)
@@ -413,7 +414,7 @@ def test_grafana_and_prometheus_examples_name_only_metrics_that_exist(tmp_path):
 
 
 def test_the_shared_fleet_table_is_rebuilt_in_the_background_when_stale():
-    from sync.dashboard.cache import Fresh
+    from sync.hub.dashboard.cache import Fresh
 
     now = [0.0]
     cache = Fresh(1.0, 10.0, keys=2, clock=lambda: now[0])

@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.decode import make_decoder
-from edge.model import Code
-from edge.payload import examine, has_bad_control
+from edge.common.model import Code
+from edge.common.payload import examine, has_bad_control
+from edge.decode.reader import make_decoder
 
 from .conftest import qr_image
 
@@ -120,7 +120,7 @@ class PassClock:
 
 
 def test_multipass_stops_its_second_passes_when_the_budget_is_spent():
-    from edge.multipass import MultiPassDecoder
+    from edge.decode.multipass import MultiPassDecoder
 
     text = "https://tokhaiyte.vn/c/001089012345?h=9f3c2a1b7e6d5c4b"
     frame = blurred_frame(text)  # read only by the third pass (deblurred) on its region
@@ -136,7 +136,9 @@ def test_multipass_stops_its_second_passes_when_the_budget_is_spent():
 
 @pytest.mark.parametrize("dark", [False, True])
 def test_multipass_reads_codes_on_curved_paper_that_zxing_misses(dark):
-    from bench.synth import frame  # paper round a cylinder, seen from the front: bench and test share it
+    from bench.synth import (
+        frame,  # paper round a cylinder, seen from the front: bench and test share it
+    )
 
     zxing, multipass = make_decoder("zxing"), make_decoder("multipass", budget_ms=None)
     for seed in (100, 103, 105):

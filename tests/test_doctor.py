@@ -13,17 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from edge import doctor
-from edge.clock import wall_ms
-from edge.clocktrust import BUILD_FLOOR_MS
-from edge.config import parse_settings
+from edge.app import doctor
+from edge.common.clock import wall_ms
+from edge.rules.clocktrust import BUILD_FLOOR_MS
+from edge.settings.schema import parse_settings
 
 from .conftest import FAKES, ROOT, cli_main
 from .users import as_nobody
 from .waiting import patience
-
-
-
 
 
 def make_settings(tmp_path, source: dict, **tables):
@@ -300,7 +297,7 @@ def test_the_units_sandbox_is_what_systemd_run_gets():
     assert "User=checkpoint" in props and "DevicePolicy=closed" in props
     assert any(p.startswith("DeviceAllow=char-video4linux") for p in props)
     assert not any(p.startswith(("ExecStart=", "Type=", "WatchdogSec=", "Description=")) for p in props)
-    command = doctor.sandbox_command(unit, ["/opt/checkpoint/venv/bin/python", "-m", "edge.doctor"])
+    command = doctor.sandbox_command(unit, ["/opt/checkpoint/venv/bin/python", "-m", "edge.app.doctor"])
     assert command[:5] == ["systemd-run", "--quiet", "--pipe", "--wait", "--collect"]
     assert "--property=SupplementaryGroups=gpio video input dialout" in command
-    assert command[-3:] == ["/opt/checkpoint/venv/bin/python", "-m", "edge.doctor"]
+    assert command[-3:] == ["/opt/checkpoint/venv/bin/python", "-m", "edge.app.doctor"]

@@ -14,12 +14,11 @@ import pytest
 from drivers.sources import SourceError, open_source
 from drivers.sources.camera import FrameSource
 from drivers.sources.frames import CaptureReader
-from edge.config import parse_settings
-from edge.decode import make_decoder
+from edge.decode.reader import make_decoder
+from edge.settings.schema import parse_settings
 
 from .conftest import qr_image
 from .waiting import patience, wait_until
-
 
 
 def source_for(table: dict, max_line: int = 2049):

@@ -11,11 +11,11 @@ import uuid
 
 import pytest
 
-from edge.clock import wall_ms
-from sync.codec import Batch, WireEntry
-from sync.hub import main
-from sync.hubdb import HubDB
-from sync.mqtt import make_client
+from edge.common.clock import wall_ms
+from sync.hub.cli import main
+from sync.hub.hubdb import HubDB
+from sync.wire.codec import Batch, WireEntry
+from sync.wire.mqtt import make_client
 
 from .broker import Broker
 from .waiting import wait_until
@@ -72,7 +72,7 @@ def test_read_commands_take_no_write_lock(tmp_path, capsys):
 
 
 def test_pg_read_only_opens_create_nothing(pg_url):
-    from sync.hubdb import MissingDatabase
+    from sync.hub.hubdb import MissingDatabase
 
     with pytest.raises(MissingDatabase, match="not a hub database"):
         HubDB(pg_url, readonly=True)

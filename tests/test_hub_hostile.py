@@ -19,13 +19,14 @@ import zlib
 from pathlib import Path
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from edge.clock import wall_ms
-from sync.codec import INT64_MAX, WireEntry, encode_batch, encode_body
-from sync.collector import Collector, parse_small, Rejected
-from sync.hubdb import HubDB
-from sync.mqtt import make_client
+from edge.common.clock import wall_ms
+from sync.hub.collector import Collector, Rejected, parse_small
+from sync.hub.hubdb import HubDB
+from sync.wire.codec import INT64_MAX, WireEntry, encode_batch, encode_body
+from sync.wire.mqtt import make_client
 
 from .broker import ROOT, Broker
 from .waiting import patience, wait_until
@@ -84,8 +85,7 @@ RAW = st.one_of(
                      b'{"device": "devA", "x": "\\u0000"}', b'{"device": "devA"}\xff', b"\xef\xbb\xbf{}",
                      b"x" * (65 * 1024)]),
 )
-ACKS = st.fixed_dictionaries({key: JSON_VALUES for key in
-                              ("target", "kind", "name", "version", "accepted", "reason", "time_ms")},
+ACKS = st.fixed_dictionaries(dict.fromkeys(("target", "kind", "name", "version", "accepted", "reason", "time_ms"), JSON_VALUES),
                              optional={"device": st.just("devA") | JSON_VALUES})
 STATUSES = st.dictionaries(st.text(max_size=10), JSON_VALUES, max_size=6).map(lambda d: {"device": "devA", **d})
 
@@ -253,7 +253,7 @@ def test_an_entry_id_reused_with_other_content_is_a_conflict(hub_db, caplog):
 def test_both_postgresql_insert_ways_count_the_same(pg_url, way):
     """COPY into a temporary table and the multi-row INSERT (what bench/sync.py compares) store and count
     alike: new, identical copies, conflicts, a repeat inside one batch, and the clock offset."""
-    from sync.codec import decode_batch
+    from sync.wire.codec import decode_batch
 
     db = HubDB(pg_url)
     db.pg_insert = way
@@ -348,7 +348,7 @@ def test_a_hostile_corpus_cannot_stop_the_collector_process(tmp_path):
     def start(client_id: str) -> subprocess.Popen:
         logs.append(tmp_path / f"collector-{len(logs)}.log")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sync.hub", "collect", "--db", str(db_path), "--port", str(broker.port),
+            [sys.executable, "-m", "sync.hub.cli", "collect", "--db", str(db_path), "--port", str(broker.port),
              "--host", "127.0.0.1", "--client-id", client_id, "--username", "hub-collector",
              "--password-file", str(secret)], cwd=ROOT, stdout=logs[-1].open("w"), stderr=subprocess.STDOUT)
         wait_until(lambda: "subscribed to" in logs[-1].read_text(), 30, "collector subscribed")

@@ -9,15 +9,17 @@ import threading
 import unicodedata
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from edge.clock import wall_ms
-from edge.store import EntryStore
-from sync import admin
-from sync.agent import SyncAgent
-from sync.bundle import new_private
-from sync.hubdb import HubDB
-from sync.mqtt import make_client
+from edge.common.clock import wall_ms
+from edge.entries.store import EntryStore
+from sync.device.agent import SyncAgent
+from sync.hub import admin
+from sync.hub.hubdb import HubDB
+from sync.wire.bundle import new_private
+from sync.wire.mqtt import make_client
 
 from .test_remote import Device, Hub
 from .waiting import patience, wait_until
@@ -87,7 +89,7 @@ def test_a_change_in_the_daemons_snapshot_goes_up_and_counters_do_not(tmp_path, 
     path = tmp_path / "dev" / "entries.db"
     EntryStore(path).close()
     snapshot = {"source": {"name": "cam", "state": "running", "delivered": 0}, "problems": [], "scans": 0}
-    from edge.config import SyncSettings
+    from edge.settings.schema import SyncSettings
 
     settings = SyncSettings(enabled=True, host="127.0.0.1", port=broker.port, batch_wait_ms=50,
                             status_interval_s=3600)
@@ -116,8 +118,8 @@ def test_a_change_in_the_daemons_snapshot_goes_up_and_counters_do_not(tmp_path, 
 
 # ---- config push --wait, pushed, drift --------------------------------------------------------------
 def test_push_wait_reports_accepted_refused_and_silent_and_drift_clears(tmp_path, broker, capsys):
-    from sync.hub import main
-    from sync.hubdb import HubDB
+    from sync.hub.cli import main
+    from sync.hub.hubdb import HubDB
 
     from .test_sync import InProcessCollector
 
@@ -212,8 +214,8 @@ HOSTILE_STATUS = st.fixed_dictionaries({}, optional={
 
 @pytest.fixture(scope="module")
 def hostile_hub(tmp_path_factory):
-    from sync.collector import Collector
-    from sync.hubdb import HubDB
+    from sync.hub.collector import Collector
+    from sync.hub.hubdb import HubDB
 
     db = HubDB(str(tmp_path_factory.mktemp("hub") / "hub.db"))
     for target, kind, name in (("all", "config", ""), ("group:north", "trust", ""), ("all", "list", "people")):
@@ -224,7 +226,7 @@ def hostile_hub(tmp_path_factory):
 
 def run_hub(*argv) -> tuple[int, list[str]]:
     """checkpoint-hub in this process: its exit status and its output's lines."""
-    from sync.hub import main
+    from sync.hub.cli import main
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -235,7 +237,7 @@ def run_hub(*argv) -> tuple[int, list[str]]:
 @hsettings(max_examples=40)
 @given(HOSTILE_STATUS)
 def test_any_status_leaves_fleet_drift_and_members_working(hostile_hub, status):
-    from sync.hub import drift
+    from sync.hub.cli import drift
 
     db, collector = hostile_hub
     collector.handle("checkpoint/devA/status", json.dumps({"device": "devA", "state": "online", **status}).encode())
@@ -256,7 +258,7 @@ def device_holding_a_local_list(tmp_path, broker):
     """cp-01 holding v1 of `people`, imported on the device itself, known to a hub with a running collector:
     (the hub database, the push command's common arguments, the device)."""
     from edge.lists import ListStore
-    from sync.hub import main
+    from sync.hub.cli import main
 
     from .test_sync import InProcessCollector
 
@@ -287,7 +289,7 @@ def device_holding_a_local_list(tmp_path, broker):
 
 def test_list_push_wait_reports_a_refusal_then_the_next_version_accepted(tmp_path, broker, capsys):
     """The issue's case: a list imported on the device itself; the hub's v1 is refused, and --wait says so."""
-    from sync.hub import main
+    from sync.hub.cli import main
 
     with device_holding_a_local_list(tmp_path, broker) as (db, common, device):
         capsys.readouterr()
@@ -304,7 +306,7 @@ def test_list_push_wait_reports_a_refusal_then_the_next_version_accepted(tmp_pat
 def test_list_push_version_goes_past_a_list_imported_on_the_device(tmp_path, broker, capsys):
     """A device holds v1 of a list the hub never pushed: --version 2 is accepted at once; a --version not
     above the last pushed is refused before anything is prepared or published."""
-    from sync.hub import main
+    from sync.hub.cli import main
 
     with device_holding_a_local_list(tmp_path, broker) as (db, common, device):
         capsys.readouterr()

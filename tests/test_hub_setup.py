@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from sync.hub import main
+from sync.hub.cli import main
 
 from .broker import MOSQUITTO, ROOT, free_port, wait_port
 from .conftest import checkpoint_process
@@ -55,7 +55,7 @@ def test_quick_start_init_broker_collector_device_and_a_push(tmp_path, make_conf
         wait_port(local_port)
         # 4. The collector reads everything from hub.toml.
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "CHECKPOINT_HUB": str(hub_toml)}
-        collect = subprocess.Popen([sys.executable, "-m", "sync.hub", "collect"], cwd=ROOT, env=env,
+        collect = subprocess.Popen([sys.executable, "-m", "sync.hub.cli", "collect"], cwd=ROOT, env=env,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         # 5. A real daemon with the printed lines joins.
         fifo = tmp_path / "scanner.fifo"
@@ -83,7 +83,7 @@ def test_quick_start_init_broker_collector_device_and_a_push(tmp_path, make_conf
 
 def test_hub_toml_gives_defaults_and_the_command_line_wins(tmp_path, capsys, monkeypatch):
     (tmp_path / "hub.toml").write_text(f'db = "{tmp_path / "from-toml.db"}"\n')
-    from sync.hubdb import HubDB
+    from sync.hub.hubdb import HubDB
 
     for name in ("from-toml.db", "given.db"):
         HubDB(str(tmp_path / name)).close()

@@ -17,13 +17,20 @@ import zlib
 import cv2
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, example, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from drivers.sources.camera import FrameSource
-from drivers.sources.frames import (CaptureReader, ImageError, image_from_bytes, image_size, read_image,
-                                    replay_reader)
-from edge.decode import MAX_IMAGE_PIXELS, make_decoder
-from edge.decodefiles import decode_path
+from drivers.sources.frames import (
+    CaptureReader,
+    ImageError,
+    image_from_bytes,
+    image_size,
+    read_image,
+    replay_reader,
+)
+from edge.app.decodefiles import decode_path
+from edge.decode.reader import MAX_IMAGE_PIXELS, make_decoder
 
 from .conftest import ROOT, qr_image
 
@@ -99,7 +106,7 @@ def test_replay_skips_the_bomb_with_a_warning_and_goes_on(bomb, tmp_path, caplog
 
 def test_opencv_keeps_its_own_cap_as_a_second_guard(bomb):
     """Whichever of the daemon's modules imports cv2 first sets OpenCV's pixel limit before it does."""
-    for module in ("edge.decode", "drivers.sources"):
+    for module in ("edge.decode.reader", "drivers.sources"):
         code = (f"import {module}, cv2, numpy, os\n"
                 f"print(os.environ['OPENCV_IO_MAX_IMAGE_PIXELS'])\n"
                 f"try:\n"

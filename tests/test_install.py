@@ -10,7 +10,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from .conftest import ROOT
 from .waiting import patience
@@ -165,7 +166,7 @@ def test_the_unit_allows_the_hardware_and_scores_low_in_systemd_analyze_security
                  "DeviceAllow=char-dma_heap rw", "DeviceAllow=char-gpiochip rw", "DeviceAllow=char-input r\n",
                  "DeviceAllow=char-ttyACM rw"):
         assert line in text, line
-    # edge/clocktrust.py reads the kernel's sync flag with adjtimex(): the filter must leave it.
+    # edge/rules/clocktrust.py reads the kernel's sync flag with adjtimex(): the filter must leave it.
     assert "ProtectClock=yes" not in text and "adjtimex clock_adjtime" in text
     result = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager",
                              str(ROOT / "systemd/checkpoint.service")], capture_output=True, text=True)

@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 
 from edge.lists import keysfile
-from edge.lists.keysfile import DENY, DETAILS, KEY, PER_BLOCK, KeysError, KeysFile, KeysWriter, merge
+from edge.lists.keysfile import (
+    DENY,
+    DETAILS,
+    KEY,
+    PER_BLOCK,
+    KeysError,
+    KeysFile,
+    KeysWriter,
+    merge,
+)
 
 
 def write(path, records):

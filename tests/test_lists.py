@@ -9,11 +9,12 @@ import threading
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from edge.clock import parse_instant
+from edge.common.clock import parse_instant
 from edge.lists import KeyedHash, ListError, ListStore, hash_code, key_id
-from sync import listwire
+from sync.wire import listwire
 
 from .waiting import wait_until
 

@@ -13,9 +13,9 @@ from drivers.sources.camera import FrameSource
 from drivers.sources.frames import CaptureReader, replay_reader
 from drivers.sources.lines import LinesSource
 from drivers.sources.picamera import PiCameraReader
-from edge.config import parse_settings
-from edge.decode import make_decoder
-from edge.multipass import FRAME_MARGIN, MultiPassDecoder
+from edge.decode.multipass import FRAME_MARGIN, MultiPassDecoder
+from edge.decode.reader import make_decoder
+from edge.settings.schema import parse_settings
 
 from .conftest import qr_image
 from .test_decode import blurred_frame, texts
@@ -174,7 +174,7 @@ def test_the_budget_setting_defaults_to_the_frame_and_old_configs_stay_valid():
 
 @pytest.mark.parametrize("value", ["auto", "", 20, None, ["frame"]])
 def test_an_unknown_budget_is_refused_with_its_key(value):
-    from edge.config import ConfigError
+    from edge.settings.schema import ConfigError
 
     with pytest.raises(ConfigError, match="decoder.budget"):
         parse_settings({**BASE, "decoder": {"budget": value}})

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import unicodedata
 
-from hypothesis import example, given, strategies as st
+from hypothesis import example, given
+from hypothesis import strategies as st
 
-from edge.model import Code
-from edge.payload import code_from_bytes, escape, examine, has_bad_control, printable
+from edge.common.model import Code
+from edge.common.payload import (
+    code_from_bytes,
+    escape,
+    examine,
+    has_bad_control,
+    printable,
+)
 
 # Control characters are rare in Hypothesis's default text: ask for them, and for the separators and
 # marks that look like nothing, next to ordinary and Vietnamese text.
-CONTROLS = "".join(map(chr, [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)]))
+CONTROLS = "".join(map(chr, [*range(0x20), 0x7F, *range(0x80, 0xA0)]))
 hostile_text = st.text(alphabet=st.one_of(st.characters(), st.sampled_from(CONTROLS + "\u2028\u202e\ufeffạươ")),
                        max_size=300)
 hostile_bytes = st.one_of(

@@ -5,11 +5,11 @@ import io
 
 import pytest
 
-from edge.clock import boot_id, mono_ns, parse_instant
-from edge.config import DecisionSettings
+from edge.common.clock import boot_id, mono_ns, parse_instant
+from edge.entries.store import Entry, EntryStore
 from edge.lists import ListStore
-from edge.policy import Policy
-from edge.store import Entry, EntryStore
+from edge.rules.policy import Policy
+from edge.settings.schema import DecisionSettings
 
 ZONE = "UTC"
 LIST = """code,action,label,valid_from,valid_until
@@ -165,9 +165,9 @@ def test_missing_lists_follows_imports_and_removals_in_another_store(parts, tmp_
 
 # ---- judge: the one way the gate and `checkpoint check` decide -------------------------------------------
 def test_judge_takes_the_clock_into_account(parts):
-    from edge.clock import wall_ms
-    from edge.clocktrust import ClockTrust
-    from edge.policy import judge
+    from edge.common.clock import wall_ms
+    from edge.rules.clocktrust import ClockTrust
+    from edge.rules.policy import judge
 
     lists, store = parts
     lists.import_csv("win", io.BytesIO(b"code,valid_from,valid_until\nwin,2020-01-01,2099-12-31\n"), zone=ZONE,

@@ -9,16 +9,26 @@ from pathlib import Path
 import pytest
 
 from edge import lists as lists_module
-from edge.clock import wall_ms
-from edge.layers import load_settings
+from edge.common.clock import wall_ms
+from edge.entries.store import EntryStore
 from edge.lists import ListStore, hash_code
-from edge.store import EntryStore
-from sync import admin, listwire
-from sync.agent import SyncAgent
-from sync.bundle import BundleError, TrustedKeys, header, key_id, new_private, public_text, sign, verify
-from sync.hubdb import HubDB
-from sync.mqtt import make_client
-from sync.remote import Receiver, read_hash_key
+from edge.settings.layers import load_settings
+from sync.device.agent import SyncAgent
+from sync.device.remote import Receiver, read_hash_key
+from sync.hub import admin
+from sync.hub.hubdb import HubDB
+from sync.wire import listwire
+from sync.wire.bundle import (
+    BundleError,
+    TrustedKeys,
+    header,
+    key_id,
+    new_private,
+    public_text,
+    sign,
+    verify,
+)
+from sync.wire.mqtt import make_client
 
 from .test_sync import InProcessCollector
 from .waiting import patience, wait_until
@@ -65,7 +75,7 @@ class Device:
         self.reloads = 0
         self.agent = None
 
-    def start(self) -> "Device":
+    def start(self) -> Device:
         settings = load_settings(self.config)
         EntryStore(settings.store.entries_path).close()
         self.receiver = Receiver(settings.remote, device_id=self.device, prefix="checkpoint",
@@ -253,7 +263,7 @@ def test_acks_and_fleet_reach_the_hub(tmp_path, broker, device, hub, key, capsys
             assert row["device"] == "dev1" and row["state"] == "online"
             assert row["last_rejected"]["target"] == "all"
             assert row["status"]["remote"]["config"]["device:dev1"]["version"] == 1
-            from sync.hub import main
+            from sync.hub.cli import main
 
             assert main(["fleet", "--db", str(tmp_path / "hub.db")]) == 0
             table = capsys.readouterr().out.splitlines()
@@ -442,7 +452,7 @@ def test_list_records_refuse_hostile_bodies():
 
 
 def test_hub_cli_keygen_push_and_fleet(tmp_path, broker):
-    from sync.hub import main
+    from sync.hub.cli import main
 
     assert main(["keygen", "--out", str(tmp_path / "admin.key")]) == 0
     assert main(["keygen", "--out", str(tmp_path / "admin.key")]) == 2  # never overwritten
@@ -471,7 +481,7 @@ def test_hub_cli_keygen_push_and_fleet(tmp_path, broker):
 
 
 def test_hub_cli_push_to_an_unreachable_or_refusing_broker_fails_cleanly(tmp_path, capsys):
-    from sync.hub import main
+    from sync.hub.cli import main
 
     from .broker import free_port
 

@@ -7,12 +7,23 @@ import struct
 import zlib
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from edge.clock import wall_ms
-from sync import admin, listwire
-from sync.bundle import MAGIC, BundleError, TrustedKeys, key_id, new_private, peek, public_text, verify
-from sync.mqtt import make_client
+from edge.common.clock import wall_ms
+from sync.hub import admin
+from sync.wire import listwire
+from sync.wire.bundle import (
+    MAGIC,
+    BundleError,
+    TrustedKeys,
+    key_id,
+    new_private,
+    peek,
+    public_text,
+    verify,
+)
+from sync.wire.mqtt import make_client
 
 from .test_remote import Device, rejects
 from .waiting import wait_until

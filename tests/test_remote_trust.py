@@ -7,10 +7,9 @@ import json
 import logging
 import stat
 
-from edge.layers import device_targets, layers_in_force, signer_id
-from sync.bundle import key_id, new_private, public_text
-
-from edge.clock import wall_ms
+from edge.common.clock import wall_ms
+from edge.settings.layers import device_targets, layers_in_force, signer_id
+from sync.wire.bundle import key_id, new_private, public_text
 
 from .test_remote import Device, Hub, csv_rows, hub, key, lookup, rejects  # noqa: F401 (fixtures)
 from .test_remote_hostile import Acks
@@ -157,7 +156,7 @@ def test_a_list_version_a_key_rotated_out_pushed_high_does_not_hold_later_snapsh
 def test_after_a_key_is_rotated_out_an_older_snapshot_of_a_trusted_key_is_still_refused(tmp_path, broker, hub):
     """The floor that a rotated-out key's version leaves is the newest a trusted key signed, not 0: a
     replay of the trusted key's older (unexpired) snapshot cannot roll the list back."""
-    from sync import admin
+    from sync.hub import admin
 
     stolen, trusted = new_private(), new_private()
     dev = Device(tmp_path / "dev1", broker.port, [stolen, trusted]).start()
@@ -257,8 +256,8 @@ def test_a_remote_state_with_a_wrong_type_deep_inside_is_refused_whole(tmp_path)
     everything" path (ConfigError), never a TypeError in the middle of applying a bundle."""
     import pytest
 
-    from edge.config import ConfigError
-    from edge.layers import read_remote_state
+    from edge.settings.layers import read_remote_state
+    from edge.settings.schema import ConfigError
 
     good = {"config_layers": [],
             "applied_config": {"all": {"version": 2, "digest": "ab", "key": "0" * 16, "versions": {"0" * 16: 2}}},
@@ -281,9 +280,9 @@ def test_a_full_queue_logs_a_hostile_topic_escaped_and_a_non_utf8_topic_is_named
     and queued as "(not UTF-8)" otherwise, never an exception there."""
     from paho.mqtt.client import MQTTMessage
 
-    from edge.layers import load_settings
-    from sync import remote
-    from sync.remote import Receiver
+    from edge.settings.layers import load_settings
+    from sync.device import remote
+    from sync.device.remote import Receiver
 
     dev = Device(tmp_path / "dev1", 1, [new_private()])
     settings = load_settings(dev.config)

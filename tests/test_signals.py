@@ -9,9 +9,9 @@ import pytest
 
 from drivers.outputs import OutputError, open_output
 from drivers.outputs.fake import FakeOutput
-from edge.config import Pulse, parse_settings
-from edge.model import Outcome
-from edge.signals import Signaller, timeline
+from edge.app.signals import Signaller, timeline
+from edge.common.model import Outcome
+from edge.settings.schema import Pulse, parse_settings
 
 FAKES = Path(__file__).parent / "fakes"
 

@@ -12,7 +12,7 @@ import pytest
 from drivers.sources import SourceError, TextScan
 from drivers.sources.camera import FrameSource
 from drivers.sources.frames import CaptureReader, replay_reader
-from drivers.sources.lines import LinesSource, LineSplitter
+from drivers.sources.lines import LineSplitter, LinesSource
 
 from .conftest import qr_image
 from .waiting import wait_until
@@ -81,7 +81,7 @@ def frames_dir(tmp_path):
 
 
 def test_replay_folder_in_natural_order_every_frame(frames_dir):
-    from edge.decode import make_decoder
+    from edge.decode.reader import make_decoder
 
     source = FrameSource(replay_reader(str(frames_dir)), name="r")
     source.start()
@@ -129,7 +129,7 @@ def write_video(path, texts, size=(320, 320)):
 
 def test_video_file_replay_and_opencv_source_share_the_capture_path(tmp_path):
     from drivers.sources import open_source
-    from edge.config import parse_settings
+    from edge.settings.schema import parse_settings
 
     video = tmp_path / "clip.avi"
     write_video(video, ["v1", None, "v2"])

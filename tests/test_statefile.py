@@ -6,9 +6,10 @@ import os
 import stat
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from edge.statefile import StateFileError, read_json, write_json
+from edge.common.statefile import StateFileError, read_json, write_json
 
 
 @pytest.fixture
@@ -84,7 +85,7 @@ def test_any_bytes_read_as_an_object_or_refused(tmp_path_factory, data):
 
 
 def test_private_bytes_are_0640_flushed_or_not(tmp_path, umask):
-    from edge.statefile import write_private
+    from edge.common.statefile import write_private
 
     umask(0o000)
     for durable in (True, False):

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from edge.clock import boot_id, mono_ns, wall_ms
-from edge.store import Entry, EntryReader, EntryStore, StoreError
+from edge.common.clock import boot_id, mono_ns, wall_ms
+from edge.entries.store import Entry, EntryReader, EntryStore, StoreError
 
 
 def entry(code="c", decision="allow", wall=None):
@@ -90,7 +90,7 @@ def test_not_a_database_at_start_is_a_clear_error_not_a_crash(tmp_path):
 
 
 def test_backlog_is_bounded(tmp_path, monkeypatch):
-    import edge.store as store_module
+    import edge.entries.store as store_module
 
     monkeypatch.setattr(store_module, "BACKLOG_LIMIT", 3)
     path = tmp_path / "entries.db"

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from edge.clock import boot_id, mono_ns, wall_ms
-from edge.config import SyncSettings
-from edge.store import Entry, EntryReader, EntryStore
-from sync.agent import SyncAgent
-from sync.codec import WireEntry, encode_batch
-from sync.collector import Collector
-from sync.hubdb import HubDB
-from sync.mqtt import connect_properties, make_client
+from edge.common.clock import boot_id, mono_ns, wall_ms
+from edge.entries.store import Entry, EntryReader, EntryStore
+from edge.settings.schema import SyncSettings
+from sync.device.agent import SyncAgent
+from sync.hub.collector import Collector
+from sync.hub.hubdb import HubDB
+from sync.wire.codec import WireEntry, encode_batch
+from sync.wire.mqtt import connect_properties, make_client
 
 from .broker import ROOT, Broker, Proxy
 from .conftest import checkpoint_process, run_checkpoint
@@ -166,7 +166,7 @@ def test_retained_status_and_offline_will(tmp_path, broker):
     try:
         proc = subprocess.Popen([sys.executable, "-c", (
             "import sys, time; sys.path.insert(0, %r)\n"
-            "from edge.config import SyncSettings\nfrom sync.agent import SyncAgent\n"
+            "from edge.settings.schema import SyncSettings\nfrom sync.device.agent import SyncAgent\n"
             "a = SyncAgent(SyncSettings(enabled=True, host='127.0.0.1', port=%d, keepalive_s=5), device_id='dev9',"
             " entries_path=%r)\na.start()\ntime.sleep(60)") % (str(ROOT), broker.port, str(path))])
         wait_until(lambda: seen.get("checkpoint/dev9/status", {}).get("state") == "online", 90, "online status")
@@ -407,7 +407,7 @@ def test_hostile_messages_at_the_collector(tmp_path, broker, hub_url, caplog):
 
 
 def _collector_process(url: str, port: int, client_id: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "sync.hub", "collect", "--db", url, "--port", str(port),
+    return subprocess.Popen([sys.executable, "-m", "sync.hub.cli", "collect", "--db", url, "--port", str(port),
                              "--host", "127.0.0.1", "--client-id", client_id], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -448,13 +448,13 @@ def test_hub_entries_cli(tmp_path, broker, hub_url):
     finally:
         agent.stop()
         collector.close()
-    result = subprocess.run([sys.executable, "-m", "sync.hub", "entries", "--db", hub_url, "--device", "dev1",
+    result = subprocess.run([sys.executable, "-m", "sync.hub.cli", "entries", "--db", hub_url, "--device", "dev1",
                              "--format", "json"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0 and len(result.stdout.splitlines()) == 3
-    result = subprocess.run([sys.executable, "-m", "sync.hub", "entries", "--db", hub_url, "--since", "1h"],
+    result = subprocess.run([sys.executable, "-m", "sync.hub.cli", "entries", "--db", hub_url, "--since", "1h"],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.stdout.splitlines()[0].startswith("time,id,device_id,seq")
-    result = subprocess.run([sys.executable, "-m", "sync.hub", "devices", "--db", hub_url], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "sync.hub.cli", "devices", "--db", hub_url], cwd=ROOT,
                             capture_output=True, text=True)
     assert "dev1" in result.stdout and "3 entries" in result.stdout
 
@@ -517,7 +517,7 @@ def _old_hub(url: str, pg: bool) -> None:
     """A hub database as the release before officers' entries made it, holding one entry."""
     row = (str(uuid.uuid4()), "dev1", 1, 1, 1, "boot", "lines:test", "c1", "allow", "listed", None, None, None,
            "ok", 1, 1, 0)
-    from sync.hubdb import SCHEMA
+    from sync.hub.hubdb import SCHEMA
 
     schema = [OLD_HUB_ENTRIES if "TABLE IF NOT EXISTS hub_entries" in statement else
               statement.format(blob="BYTEA" if pg else "BLOB") for statement in SCHEMA]
@@ -548,7 +548,7 @@ def test_officer_entries_are_stored_and_an_older_hub_database_migrated(tmp_path,
     finally:
         reader.close()
     entries = list(_officer_batch())
-    from sync.codec import decode_batch
+    from sync.wire.codec import decode_batch
 
     message = encode_batch("dev1", wall_ms(), entries)
     assert message[0] == 2
@@ -575,19 +575,19 @@ def test_hub_entries_export_shows_the_officer(tmp_path):
     url = str(tmp_path / "hub.db")
     db = HubDB(url)
     try:
-        from sync.codec import decode_batch
+        from sync.wire.codec import decode_batch
 
         db.store(decode_batch(encode_batch("dev1", wall_ms(), list(_officer_batch()))), wall_ms())
     finally:
         db.close()
-    result = subprocess.run([sys.executable, "-m", "sync.hub", "entries", "--db", url, "--format", "json"],
+    result = subprocess.run([sys.executable, "-m", "sync.hub.cli", "entries", "--db", url, "--format", "json"],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(r["source"], r["officer"]) for r in rows] == [
         ("lines:test", None), ("review", "Nguyễn Văn An"), ("manual", "Nguyễn Văn An")]
     assert rows[1]["ref_id"] == rows[0]["id"]
-    result = subprocess.run([sys.executable, "-m", "sync.hub", "entries", "--db", url], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "sync.hub.cli", "entries", "--db", url], cwd=ROOT,
                             capture_output=True, text=True)
     header = result.stdout.splitlines()[0].split(",")
     assert "ref_id" in header and "officer" in header

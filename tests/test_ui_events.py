@@ -11,11 +11,12 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from edge.config import UISettings
-from edge.daemon import Daemon
-from edge.layers import load_settings
+from edge.app.daemon import Daemon
+from edge.settings.layers import load_settings
+from edge.settings.schema import UISettings
 from edge.ui import i18n
 from edge.ui.context import ActionRefused, UIContext
 from edge.ui.events import RELOAD, EventHub
@@ -37,9 +38,9 @@ def get(url: str) -> tuple[int, bytes]:
 
 def scan(n: int):
     """A real pipeline Scan, as the pipeline hands it to on_scan."""
-    from edge.model import Decision, Outcome, Reason
-    from edge.pipeline import Scan
-    from edge.store import Entry
+    from edge.app.pipeline import Scan
+    from edge.common.model import Decision, Outcome, Reason
+    from edge.entries.store import Entry
 
     entry = Entry(f"id-{n}", "d", n, n, "b", "lines", f"code-{n}", "allow", "listed", None, None, None)
     return Scan(entry, Decision(Outcome.ALLOW, Reason.LISTED), True, n, n, n)
@@ -231,7 +232,7 @@ def test_kiosk_view_of_any_event_is_words(event, language):
 def served():
     hub = EventHub()
     context = UIContext(settings=UISettings(listen="127.0.0.1:0"), device_id="t", timezone="Nowhere/Zone",
-                        events=hub, recent=lambda n: [], status=lambda: {}, submit=None, review=None)
+                        events=hub, recent=lambda n: [], status=dict, submit=None, review=None)
     server = start_ui(context)
     yield server
     server.stop()
@@ -383,7 +384,7 @@ def outside_server():
 
     hub = EventHub(max_subscribers=3, local_reserve=1)
     context = UIContext(settings=UISettings(listen="127.0.0.1:0"), device_id="t", timezone="UTC",
-                        events=hub, recent=lambda n: [], status=lambda: {}, submit=None, review=None)
+                        events=hub, recent=lambda n: [], status=dict, submit=None, review=None)
     app = build_app(context)
 
     async def placed(scope, receive, send):
@@ -415,7 +416,7 @@ def test_past_the_cap_503_and_the_devices_own_kiosk_still_connects(outside_serve
     # Labels (names) go to the device's own screen only.
     import dataclasses
 
-    from edge.model import Decision, Outcome, Reason
+    from edge.common.model import Decision, Outcome, Reason
 
     outside_server.hub.publish(dataclasses.replace(
         scan(1), decision=Decision(Outcome.ALLOW, Reason.LISTED, label="Nguyễn Văn An")))

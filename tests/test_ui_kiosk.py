@@ -216,7 +216,7 @@ def test_kiosk_at_the_pi_display_size_fits(kiosk):
 def test_kiosk_comes_back_by_itself_after_a_503(browser):  # noqa: F811
     """Finding: an EventSource answered 503 (too many live pages) or 502 never tries again; the kiosk stayed
     dead until someone reloaded it. Now it shows offline, tries again, and shows the next decision."""
-    from edge.config import UISettings
+    from edge.settings.schema import UISettings
     from edge.ui.context import UIContext
     from edge.ui.events import EventHub
     from edge.ui.server import start_ui
@@ -225,7 +225,7 @@ def test_kiosk_comes_back_by_itself_after_a_503(browser):  # noqa: F811
 
     hub = EventHub(max_subscribers=1, local_reserve=0)
     server = start_ui(UIContext(settings=UISettings(listen="127.0.0.1:0", language="en"), device_id="t",
-                                timezone="UTC", events=hub, recent=lambda n: [], status=lambda: {}, submit=None,
+                                timezone="UTC", events=hub, recent=lambda n: [], status=dict, submit=None,
                                 review=None))
     try:
         held = Stream("127.0.0.1", int(server.url.rsplit(":", 1)[1]), "/events")  # takes the one slot
@@ -247,7 +247,7 @@ def test_every_reason_has_its_words_in_every_language():
     """A reason added to the model without its words would show a key on the screens: each catalogue says each."""
     from pathlib import Path
 
-    from edge.model import Reason
+    from edge.common.model import Reason
 
     messages = Path(__file__).resolve().parent.parent / "edge" / "ui" / "messages"
     languages = sorted(folder.name for folder in messages.iterdir() if folder.is_dir())

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
@@ -500,7 +501,7 @@ class Client:
     def logged_in(self) -> bool:
         return 'id="scans"' in self.request("/officer")[1]
 
-    def copy_to(self, other: "Client") -> None:
+    def copy_to(self, other: Client) -> None:
         for cookie in self.jar:
             other.jar.set_cookie(cookie)
 
@@ -508,7 +509,7 @@ class Client:
 def serve_page(hub=None):
     """The officer page served by start_ui in this process; submit/review go to a real UILink whose pipeline
     side (serve_requests) runs only when a test says so."""
-    from edge.config import OfficerSettings, UISettings
+    from edge.settings.schema import OfficerSettings, UISettings
     from edge.ui import officer
     from edge.ui.context import UIContext
     from edge.ui.events import EventHub

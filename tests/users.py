@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import pwd
-from typing import Callable
+from collections.abc import Callable
 
 
 def as_nobody(work: Callable[[], list[str]]) -> list[str]:

@@ -1,7 +1,7 @@
 """Outputs by driver name: `gpio`, `console`, `fake`."""
 from __future__ import annotations
 
-from .base import Output, OutputError
+from drivers.outputs.base import Output, OutputError
 
 __all__ = ["Output", "OutputError", "open_output"]
 
@@ -9,15 +9,15 @@ __all__ = ["Output", "OutputError", "open_output"]
 def open_output(name: str, settings) -> Output:
     driver = settings.driver
     if driver == "gpio":
-        from .gpio import GpioOutput
+        from drivers.outputs.gpio import GpioOutput
 
         return GpioOutput(name, settings.pin, settings.active_low)
     if driver == "console":
-        from .console import ConsoleOutput
+        from drivers.outputs.console import ConsoleOutput
 
         return ConsoleOutput(name, settings.colour)
     if driver == "fake":
-        from .fake import FakeOutput
+        from drivers.outputs.fake import FakeOutput
 
         return FakeOutput(name, settings.record_to)
     raise OutputError(f"output {name}: unknown driver {driver!r}")

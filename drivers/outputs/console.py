@@ -6,7 +6,7 @@ import sys
 import threading
 from typing import TextIO
 
-from .base import Output
+from drivers.outputs.base import Output
 
 COLOURS = {"green": "32", "red": "31", "yellow": "33", "blue": "34", "white": "37"}
 _lock = threading.Lock()  # one line at a time, whichever output speaks

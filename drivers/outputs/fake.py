@@ -6,9 +6,9 @@ import json
 import os
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
-from .base import Output
+from drivers.outputs.base import Output
 
 
 class FakeOutput(Output):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 
-from .base import Output, OutputError
+from drivers.outputs.base import Output, OutputError
 
 _setup_lock = threading.Lock()
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Frame, Source, SourceError, TextScan
-from .camera import FrameSource
-from .frames import CaptureReader, replay_reader
-from .lines import LinesSource
+from drivers.sources.base import Frame, Source, SourceError, TextScan
+from drivers.sources.camera import FrameSource
+from drivers.sources.frames import CaptureReader, replay_reader
+from drivers.sources.lines import LinesSource
 
 __all__ = ["Frame", "Source", "SourceError", "TextScan", "open_source"]
 
@@ -22,20 +22,20 @@ def open_source(settings, *, max_line: int) -> Source:
         reader = CaptureReader(settings.device, width=settings.width, height=settings.height, fps=settings.fps)
         return FrameSource(reader, name=f"opencv:{settings.device}", live=reader.is_camera, stall_s=settings.stall_s)
     if kind == "picamera2":
-        from .picamera import PiCameraReader
+        from drivers.sources.picamera import PiCameraReader
 
         reader = PiCameraReader(camera=settings.camera, width=settings.width, height=settings.height,
                                 fps=settings.fps, autofocus=settings.autofocus, lens_position=settings.lens_position,
                                 exposure_value=settings.exposure_value)
         return FrameSource(reader, name=f"picamera2:{settings.camera}", live=True, stall_s=settings.stall_s)
     if kind == "hid":
-        from .hid import HidScannerSource
+        from drivers.sources.hid import HidScannerSource
 
         return HidScannerSource(device=settings.device, name=settings.name, vendor=settings.vendor,
                                 product=settings.product, terminator=settings.terminator, grab=settings.grab,
                                 max_line=max_line)
     if kind == "serial":
-        from .serialport import SerialScannerSource
+        from drivers.sources.serialport import SerialScannerSource
 
         return SerialScannerSource(settings.port, baudrate=settings.baudrate, terminator=settings.terminator,
                                    max_line=max_line)

@@ -5,10 +5,9 @@ import logging
 import threading
 import time
 
-from edge.clock import mono_ns
-
-from .base import Frame, LatestSlot, Source, SourceError
-from .frames import CaptureReader, ImageFilesReader
+from drivers.sources.base import Frame, LatestSlot, Source, SourceError
+from drivers.sources.frames import CaptureReader, ImageFilesReader
+from edge.common.clock import mono_ns
 
 log = logging.getLogger("checkpoint.source")
 

@@ -15,13 +15,12 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.decode import MAX_IMAGE_PIXELS  # first: it sets OpenCV's own pixel cap before cv2 is imported
-from edge.textsafe import for_log
-
-import cv2  # noqa: E402, I100
+import cv2
 import numpy as np
 
-from .base import SourceError
+from drivers.sources.base import SourceError
+from edge.common.images import MAX_IMAGE_PIXELS
+from edge.common.textsafe import for_log
 
 log = logging.getLogger("checkpoint.source")
 

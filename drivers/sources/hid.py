@@ -13,8 +13,8 @@ import errno
 import logging
 import select
 
-from .base import SourceError
-from .lines import TextSource
+from drivers.sources.base import SourceError
+from drivers.sources.lines import TextSource
 
 log = logging.getLogger("checkpoint.source")
 

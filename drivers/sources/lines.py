@@ -4,19 +4,18 @@ from __future__ import annotations
 import logging
 import os
 import queue
-from abc import abstractmethod
 import re
 import select
 import stat
 import sys
 import threading
 import time
+from abc import abstractmethod
 from collections import deque
 
-from edge.clock import mono_ns
-from edge.textsafe import for_log
-
-from .base import Source, SourceError, TextScan
+from drivers.sources.base import Source, SourceError, TextScan
+from edge.common.clock import mono_ns
+from edge.common.textsafe import for_log
 
 log = logging.getLogger("checkpoint.source")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import SourceError
+from drivers.sources.base import SourceError
 
 AF_MANUAL, AF_CONTINUOUS = 0, 2  # libcamera's AfModeEnum values
 
@@ -41,7 +41,9 @@ class PiCameraReader:
     def open(self) -> None:
         self.close()
         try:
-            from picamera2 import Picamera2  # imported by the driver that needs it: Raspberry Pi only
+            from picamera2 import (
+                Picamera2,  # imported by the driver that needs it: Raspberry Pi only
+            )
         except ImportError as exc:
             raise SourceError(f"picamera2 is not available ({exc}); install the [pi] extra on a Raspberry Pi") \
                 from exc

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import logging
 
-from .base import SourceError
-from .lines import LineSplitter, TextSource
+from drivers.sources.base import SourceError
+from drivers.sources.lines import LineSplitter, TextSource
 
 log = logging.getLogger("checkpoint.source")
 

@@ -11,13 +11,20 @@ Every format is a module with the same three functions:
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
-from . import cccd, dcc, passes, plain
-from .context import Trust
-from .model import Category, Credential, CredentialFailure, Holder, Verdict, failed
-from .rules import Rule, check
-from .trust import TrustList, TrustListError, load_trust_list
+from edge.credentials import cccd, dcc, passes, plain
+from edge.credentials.context import Trust
+from edge.credentials.model import (
+    Category,
+    Credential,
+    CredentialFailure,
+    Holder,
+    Verdict,
+    failed,
+)
+from edge.credentials.rules import Rule, check
+from edge.credentials.trust import TrustList, TrustListError, load_trust_list
 
 FORMATS = {dcc.NAME: dcc, passes.NAME: passes, cccd.NAME: cccd}
 ALL_FORMATS = tuple(FORMATS)

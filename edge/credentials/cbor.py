@@ -13,7 +13,7 @@ from typing import Any
 
 import cbor2
 
-from .model import CredentialError
+from edge.credentials.model import CredentialError
 
 MAX_DEPTH = 32
 

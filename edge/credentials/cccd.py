@@ -17,8 +17,16 @@ import datetime as dt
 import re
 import unicodedata
 
-from .context import Trust
-from .model import Category, Credential, CredentialError, CredentialFailure, Holder, Verdict, refused
+from edge.credentials.context import Trust
+from edge.credentials.model import (
+    Category,
+    Credential,
+    CredentialError,
+    CredentialFailure,
+    Holder,
+    Verdict,
+    refused,
+)
 
 NAME = "cccd"
 MAX_PAYLOAD_CHARS = 1024

@@ -1,10 +1,10 @@
 """What a verification trusts: signer keys, revocation and deny lookups. Built once, passed in per scan."""
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
-from .trust import TrustList
+from edge.credentials.trust import TrustList
 
 
 def _nothing(_key) -> bool:

@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from . import cbor
-from .model import CredentialError
+from edge.credentials import cbor
+from edge.credentials.model import CredentialError
 
 ALG_LABEL, KID_LABEL = 1, 4
 ES256, PS256 = -7, -37

@@ -13,12 +13,20 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..textsafe import for_log
-from . import cbor, cose
-from .context import Trust
-from .model import (Category, Credential, CredentialError, CredentialFailure, Holder, Verdict, prefixed_base45,
-                    refused)
-from .revocation import revoked_by
+from edge.common.textsafe import for_log
+from edge.credentials import cbor, cose
+from edge.credentials.context import Trust
+from edge.credentials.model import (
+    Category,
+    Credential,
+    CredentialError,
+    CredentialFailure,
+    Holder,
+    Verdict,
+    prefixed_base45,
+    refused,
+)
+from edge.credentials.revocation import revoked_by
 
 NAME = "dcc"
 PREFIX = "HC1:"

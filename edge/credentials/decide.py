@@ -17,21 +17,21 @@ the holder's name and date of birth), never the payload, which for an EU certifi
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 from zoneinfo import ZoneInfo
 
-from ..clock import wall_ms
-from ..model import Outcome, Reason
-from ..textsafe import for_log
-from . import read, trustfile, verify
-from .context import Trust
-from .model import CredentialFailure, Verdict, failed
-from .passes import trusted_keys
-from .rules import Rule, check, dcc_rules, gate_rule
-from .settings import CredentialsSettings
-from .trust import TrustList, TrustListError, load_trust_list
+from edge.common.clock import wall_ms
+from edge.common.model import Outcome, Reason
+from edge.common.textsafe import for_log
+from edge.credentials import read, trustfile, verify
+from edge.credentials.context import Trust
+from edge.credentials.model import CredentialFailure, Verdict, failed
+from edge.credentials.passes import trusted_keys
+from edge.credentials.rules import Rule, check, dcc_rules, gate_rule
+from edge.credentials.settings import CredentialsSettings
+from edge.credentials.trust import TrustList, TrustListError, load_trust_list
 
 log = logging.getLogger("checkpoint.credentials")
 
@@ -93,7 +93,7 @@ class CredentialStep:
 
     @classmethod
     def for_settings(cls, settings, lists) -> CredentialStep | None:
-        """The step the daemon and `checkpoint check` run with these (edge.config) Settings; None when no
+        """The step the daemon and `checkpoint check` run with these (edge.settings.schema) Settings; None when no
         format is enabled."""
         credentials = settings.credentials
         if not credentials.formats:

@@ -6,8 +6,9 @@ The policy decides on these and never on a format's internals; a list looks a cr
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 
 class Category(str, enum.Enum):
@@ -97,7 +98,7 @@ class CredentialError(Exception):
 
 def prefixed_base45(payload: str, prefix: str, max_chars: int) -> bytes:
     """The bytes a Base45 credential carries after its prefix (HC1:, CP1:); CredentialError when it cannot."""
-    from . import base45
+    from edge.credentials import base45
 
     if len(payload) > max_chars:
         raise CredentialError("longer than any QR code holds")

@@ -15,18 +15,29 @@ import datetime as dt
 import hashlib
 import os
 import unicodedata
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import cbor2
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
-from . import base45, cbor
-from .context import Trust
-from .model import (Category, Credential, CredentialError, CredentialFailure, Holder, Verdict, prefixed_base45,
-                    refused)
+from edge.credentials import base45, cbor
+from edge.credentials.context import Trust
+from edge.credentials.model import (
+    Category,
+    Credential,
+    CredentialError,
+    CredentialFailure,
+    Holder,
+    Verdict,
+    prefixed_base45,
+    refused,
+)
 
 NAME = "pass"
 PREFIX = "CP1:"
@@ -139,7 +150,7 @@ def _csv_time(text: str, tz: dt.tzinfo, line: int, column: str) -> dt.datetime |
 
 
 def issue_csv(key: Ed25519PrivateKey, csv_path: str | Path, out_dir: str | Path, *, kind: str = "png",
-              tz: dt.tzinfo = dt.timezone.utc) -> list[Path]:
+              tz: dt.tzinfo = dt.UTC) -> list[Path]:
     """One printable pass per row of a CSV (`id,label,valid_from,valid_until,gates`; gates separated by
     spaces), written as OUT_DIR/<id>.<kind>. Every row is checked before any image is written."""
     import csv

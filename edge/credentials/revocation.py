@@ -8,9 +8,9 @@ set in memory, a hashed list on disk or a Bloom filter all plug in the same way.
 from __future__ import annotations
 
 import hashlib
-from typing import Callable
+from collections.abc import Callable
 
-from .cose import ES256
+from edge.credentials.cose import ES256
 
 HASH_BYTES = 16
 UCI, COUNTRYCODEUCI, SIGNATURE = "UCI", "COUNTRYCODEUCI", "SIGNATURE"

@@ -7,12 +7,12 @@ from `DccRules` (see settings.py); a CertLogic engine, or a rule for a pass's ga
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 from zoneinfo import ZoneInfo
 
-from .model import Category, Credential, Verdict, refused
-from .settings import NEGATIVE, DccRules
+from edge.credentials.model import Category, Credential, Verdict, refused
+from edge.credentials.settings import NEGATIVE, DccRules
 
 
 @dataclass(frozen=True, slots=True)

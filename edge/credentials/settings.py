@@ -25,7 +25,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .passes import PassKeyError, trusted_keys
+from edge.credentials.passes import PassKeyError, trusted_keys
 
 FormatName = Literal["dcc", "pass", "cccd"]
 CertificateType = Literal["vaccination", "test", "recovery"]

@@ -25,7 +25,7 @@ from asn1crypto.core import Void
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ..textsafe import for_log
+from edge.common.textsafe import for_log
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
 EKU_OID = "2.5.29.37"

@@ -6,7 +6,7 @@
 `load_trust_list` reads it as it reads the Gateway file itself (an object with a "certificates" array).
 A list is checked before it is stored: a file that is not a trust list, or one in which no certificate is
 usable, is refused and the file in place stays. It is written whole and renamed into place
-(edge.statefile), so a scan reads the old list or the new one, never half of one.
+(edge.common.statefile), so a scan reads the old list or the new one, never half of one.
 """
 from __future__ import annotations
 
@@ -15,9 +15,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..statefile import StateFileError, read_json, write_private
-from ..textsafe import for_log
-from .trust import MAX_FILE_BYTES, TrustList, TrustListError, load_trust_list
+from edge.common.statefile import StateFileError, read_json, write_private
+from edge.common.textsafe import for_log
+from edge.credentials.trust import (
+    MAX_FILE_BYTES,
+    TrustList,
+    TrustListError,
+    load_trust_list,
+)
 
 FILE_NAME = "trust.json"
 FORMAT = 1

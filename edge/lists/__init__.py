@@ -15,12 +15,12 @@ The modules, in the order a list's data goes through them:
 
 This package exports what the rest of the appliance uses; its modules are its own business.
 """
-from .csvrows import COLUMNS
-from .hashing import HASH_BYTES, KeyedHash, hash_code, key_id
-from .records import MAX_LABEL, NAME, ListError, ListInfo, Match, check_name
-from .rows import file_rows
-from .snapshot import HOLD_S
-from .store import ListStore
+from edge.lists.csvrows import COLUMNS
+from edge.lists.hashing import HASH_BYTES, KeyedHash, hash_code, key_id
+from edge.lists.records import MAX_LABEL, NAME, ListError, ListInfo, Match, check_name
+from edge.lists.rows import file_rows
+from edge.lists.snapshot import HOLD_S
+from edge.lists.store import ListStore
 
 __all__ = ["COLUMNS", "HASH_BYTES", "HOLD_S", "MAX_LABEL", "NAME", "KeyedHash", "ListError", "ListInfo",
            "ListStore", "Match", "check_name", "file_rows", "hash_code", "key_id"]

@@ -4,11 +4,12 @@ from __future__ import annotations
 import csv
 import hashlib
 from collections import Counter
-from typing import IO, Iterator
+from collections.abc import Iterator
+from typing import IO
 
-from ..clock import parse_instant
-from ..payload import has_bad_control
-from .records import MAX_LABEL, ListError, shown
+from edge.common.clock import parse_instant
+from edge.common.payload import has_bad_control
+from edge.lists.records import MAX_LABEL, ListError, shown
 
 COLUMNS = ("code", "action", "label", "valid_from", "valid_until")
 MAX_LINE_BYTES = 1 << 20

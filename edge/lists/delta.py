@@ -11,11 +11,20 @@ from pathlib import Path
 
 import numpy as np
 
-from ..sqlite import transaction
-from .hashing import HASH_BYTES
-from .keysfile import KeysWriter, merge
-from .listfile import COLUMNS, HAS_DETAILS, KEYS_FILE, key_flags, keys_file_name, open_keys, open_list, read_meta
-from .records import ListError, ListInfo
+from edge.common.sqlite import transaction
+from edge.lists.hashing import HASH_BYTES
+from edge.lists.keysfile import KeysWriter, merge
+from edge.lists.listfile import (
+    COLUMNS,
+    HAS_DETAILS,
+    KEYS_FILE,
+    key_flags,
+    keys_file_name,
+    open_keys,
+    open_list,
+    read_meta,
+)
+from edge.lists.records import ListError, ListInfo
 
 log = logging.getLogger("checkpoint.lists")
 

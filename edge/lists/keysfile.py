@@ -18,12 +18,12 @@ import struct
 import sys
 from array import array
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from ..sqlite import FILE_MODE
+from edge.common.sqlite import FILE_MODE
 
 KEY = 16
 BLOCK = 4096

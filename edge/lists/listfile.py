@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..sqlite import connect, private_file
-from .hashing import HASH_BYTES
-from .keysfile import DENY, DETAILS, KeysError, KeysFile, KeysWriter
-from .records import ListError
+from edge.common.sqlite import connect, private_file
+from edge.lists.hashing import HASH_BYTES
+from edge.lists.keysfile import DENY, DETAILS, KeysError, KeysFile, KeysWriter
+from edge.lists.records import ListError
 
 OVERLAY = """
 CREATE TABLE IF NOT EXISTS overlay (code NOT NULL PRIMARY KEY, deny INTEGER NOT NULL, label TEXT,

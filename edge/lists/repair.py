@@ -6,12 +6,12 @@ import logging
 import sqlite3
 from typing import TYPE_CHECKING
 
-from ..sqlite import private_file
-from .listfile import KEYS_FILE, OVERLAY, open_list, read_meta
-from .rows import file_rows
+from edge.common.sqlite import private_file
+from edge.lists.listfile import KEYS_FILE, OVERLAY, open_list, read_meta
+from edge.lists.rows import file_rows
 
 if TYPE_CHECKING:
-    from .store import ListStore
+    from edge.lists.store import ListStore
 
 log = logging.getLogger("checkpoint.lists")
 

@@ -3,12 +3,12 @@ a fold's check and a repair's count. Memory does not grow with the list."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
-from .csvrows import Row
-from .keysfile import DENY, DETAILS, KeysError, KeysFile
-from .listfile import COLUMNS, open_keys, open_list, read_meta
+from edge.lists.csvrows import Row
+from edge.lists.keysfile import DENY, DETAILS, KeysError, KeysFile
+from edge.lists.listfile import COLUMNS, open_keys, open_list, read_meta
 
 ROWS = (f"SELECT {COLUMNS} FROM (SELECT {COLUMNS} FROM entries WHERE code NOT IN (SELECT code FROM overlay) "
         f"UNION ALL SELECT {COLUMNS} FROM overlay WHERE removed = 0) ORDER BY code")

@@ -13,12 +13,12 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from .keysfile import DENY, DETAILS, KeysError, KeysFile
-from .listfile import open_keys, open_list, read_meta
-from .records import ListInfo
+from edge.lists.keysfile import DENY, DETAILS, KeysError, KeysFile
+from edge.lists.listfile import open_keys, open_list, read_meta
+from edge.lists.records import ListInfo
 
 HOLD_S = 1.0
 _LOOKUP = "SELECT deny, label, valid_from, valid_until, 0 FROM entries WHERE code = ?"

@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import glob
 import sqlite3
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
-from ..clock import wall_ms
-from ..sqlite import connect, transaction
-from . import delta
-from .csvrows import CsvRows, Row
-from .hashing import KeyedHash, key_id
-from .listfile import KEYS_FILE, ListFile, read_meta
-from .records import ListError, ListInfo, Match, check_name
-from .repair import migrate, reconcile
-from .rows import file_rows
-from .snapshot import HOLD_S, CatalogVersion, Snapshot
+from edge.common.clock import wall_ms
+from edge.common.sqlite import connect, transaction
+from edge.lists import delta
+from edge.lists.csvrows import CsvRows, Row
+from edge.lists.hashing import KeyedHash, key_id
+from edge.lists.listfile import KEYS_FILE, ListFile, read_meta
+from edge.lists.records import ListError, ListInfo, Match, check_name
+from edge.lists.repair import migrate, reconcile
+from edge.lists.rows import file_rows
+from edge.lists.snapshot import HOLD_S, CatalogVersion, Snapshot
 
 CATALOG = """
 CREATE TABLE IF NOT EXISTS lists (

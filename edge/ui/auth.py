@@ -19,8 +19,9 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from ..config import UISettings
-from ..textsafe import for_log
+from edge.common.secrets import secret_path
+from edge.common.textsafe import for_log
+from edge.settings.schema import UISettings
 
 log = logging.getLogger("checkpoint.ui")
 audit_log = logging.getLogger("checkpoint.audit")
@@ -36,10 +37,6 @@ class OfficerError(Exception):
     """An officer's password hash cannot be read or is not an argon2 hash."""
 
 
-def _secret_path(value: str) -> Path:
-    from sync.mqtt import secret_path  # the one place that knows $CREDENTIALS_DIRECTORY
-
-    return secret_path(value)
 
 
 def officer_hashes(settings: UISettings) -> dict[str, str]:
@@ -48,7 +45,7 @@ def officer_hashes(settings: UISettings) -> dict[str, str]:
     for officer in settings.officers:
         value = officer.password_hash
         if value is None:
-            path = _secret_path(officer.password_credential)
+            path = secret_path(officer.password_credential)
             try:
                 value = path.read_text(encoding="utf-8").strip()
             except (OSError, UnicodeDecodeError) as exc:

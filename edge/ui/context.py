@@ -1,6 +1,6 @@
 """What the screens may ask of the daemon, and nothing more: the one seam between edge/ui and the pipeline.
 
-The daemon (edge/daemon.py) builds this; the web server (edge/ui/server.py) and the pages only call it. Callables
+The daemon (edge/app/daemon.py) builds this; the web server (edge/ui/server.py) and the pages only call it. Callables
 run on the web server's thread: each must be safe there (submit and review hand their work to the pipeline's
 thread and wait for its answer; they never touch the pipeline's objects directly). submit and review block for
 up to a few seconds: call them from a worker thread (starlette.concurrency.run_in_threadpool), never straight
@@ -8,14 +8,15 @@ from an async endpoint. They raise ActionRefused (below) when the work cannot be
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
-from ..config import UISettings
+from edge.settings.schema import UISettings
 
 if TYPE_CHECKING:
-    from .events import EventHub
+    from edge.ui.events import EventHub
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class UIContext:
     settings: UISettings
     device_id: str
     timezone: str                                   # the device's zone: every time shown is in it
-    events: "EventHub"                              # edge/ui/events.py: scans as they are committed
+    events: EventHub                              # edge/ui/events.py: scans as they are committed
     recent: Callable[[int], list[dict]]             # the newest N entries (store rows as dicts), newest first
     status: Callable[[], dict]                      # the daemon's status snapshot (what status.json holds)
     submit: Callable[[str, str], dict]              # (code, officer) -> the manual entry's scan event (source "manual")

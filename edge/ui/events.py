@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 import weakref
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 INBOX_SIZE = 1024        # scans waiting for the server's loop (it drains them in one go)
 SUBSCRIBER_SIZE = 64     # events waiting for one page
@@ -27,7 +27,7 @@ MONO_TO_WALL_NS = time.time_ns() - time.monotonic_ns()
 
 
 def scan_event(scan, seq: int) -> dict:
-    """What pages see of one scan (edge.pipeline.Scan). The code is in it: only the officer's page shows it."""
+    """What pages see of one scan (edge.app.pipeline.Scan). The code is in it: only the officer's page shows it."""
     entry, decision = scan.entry, scan.decision
     return {
         "id": entry.id, "seq": seq, "wall_ms": entry.wall_ms, "source": entry.source, "code": entry.code,
@@ -44,7 +44,7 @@ class TooManySubscribers(Exception):
 
 
 class Subscriber:
-    def __init__(self, hub: "EventHub", size: int):
+    def __init__(self, hub: EventHub, size: int):
         self.hub = hub
         self.queue: asyncio.Queue = asyncio.Queue(size)
         self.dropped = False
@@ -71,7 +71,7 @@ class Subscriber:
         """The next event, or None after timeout seconds without one."""
         try:
             return await asyncio.wait_for(self.queue.get(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
 
 
@@ -164,7 +164,7 @@ class EventHub:
 def sse(event: str, data: str, event_id: int | str | None = None) -> bytes:
     """One Server-Sent Event; data must be one line (JSON is)."""
     head = f"id: {event_id}\n" if event_id is not None else ""
-    return f"{head}event: {event}\ndata: {data}\n\n".encode("utf-8")
+    return f"{head}event: {event}\ndata: {data}\n\n".encode()
 
 
 KEEPALIVE = b": keep-alive\n\n"   # a comment: keeps proxies and idle-timeouts from closing the stream

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -71,14 +71,14 @@ def zone(name: str) -> ZoneInfo | timezone:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        return timezone.utc
+        return UTC
 
 
 def _fields(words: dict, ms: int, tz) -> dict:
     try:
         moment = datetime.fromtimestamp(ms / 1000, tz)
     except (OverflowError, OSError, ValueError):  # a list's date beyond what a calendar holds
-        moment = datetime.max.replace(tzinfo=timezone.utc) if ms > 0 else datetime.min.replace(tzinfo=timezone.utc)
+        moment = datetime.max.replace(tzinfo=UTC) if ms > 0 else datetime.min.replace(tzinfo=UTC)
     months = words.get("months") or []
     return {"d": moment.day, "m": moment.month, "y": moment.year, "H": moment.hour, "M": moment.minute,
             "month": months[moment.month - 1] if len(months) == 12 else str(moment.month)}

@@ -10,13 +10,24 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    StreamingResponse,
+)
 from starlette.routing import Route
 
-from . import i18n
-from .context import UIContext
-from .auth import is_loopback
-from .events import MONO_TO_WALL_NS, TooManySubscribers, full_response, sse, stream
+from edge.ui import i18n
+from edge.ui.auth import is_loopback
+from edge.ui.context import UIContext
+from edge.ui.events import (
+    MONO_TO_WALL_NS,
+    TooManySubscribers,
+    full_response,
+    sse,
+    stream,
+)
 
 TEMPLATES = Path(__file__).parent / "templates"
 SYMBOLS = {"allow": "✓", "deny": "✗", "review": "?"}

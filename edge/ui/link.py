@@ -10,15 +10,15 @@ import logging
 import queue
 import sqlite3
 import threading
-from typing import Callable
+from collections.abc import Callable
 
-from ..clock import mono_ns, wall_ms
-from ..model import Outcome
-from ..payload import code_from_bytes
-from ..sqlite import connect
-from ..textsafe import for_log
-from .context import ActionRefused, UIContext
-from .events import EventHub, scan_event
+from edge.common.clock import mono_ns, wall_ms
+from edge.common.model import Outcome
+from edge.common.payload import code_from_bytes
+from edge.common.sqlite import connect
+from edge.common.textsafe import for_log
+from edge.ui.context import ActionRefused, UIContext
+from edge.ui.events import EventHub, scan_event
 
 log = logging.getLogger("checkpoint.ui")
 
@@ -108,7 +108,7 @@ class UILink:
         self._key = key
         if key is None:
             return True
-        from .server import UIError, start_ui
+        from edge.ui.server import UIError, start_ui
 
         context = UIContext(settings=settings.ui, device_id=settings.device.id, timezone=settings.device.timezone,
                             events=self.events, recent=self.recent, status=lambda: self.status,
@@ -131,7 +131,7 @@ class UILink:
         """The officers' recent actions (logins, refusals) on the page now served: they go up in the status."""
         if self.server is None or self.context is None:
             return []
-        from . import officer
+        from edge.ui import officer
 
         return officer.audit(self.context).recent()
 

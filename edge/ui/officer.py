@@ -30,16 +30,31 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Route
 
-from . import i18n
-from .auth import (Audit, LoginLimit, Refusals, Sessions, check_password, csrf_ok, new_csrf_token, officer_hashes,
-                   session_secret)
-from .context import ActionRefused, UIContext
-from .auth import is_loopback
-from .events import TooManySubscribers, full_response, sse, stream
-from ..textsafe import for_log
+from edge.common.textsafe import for_log
+from edge.ui import i18n
+from edge.ui.auth import (
+    Audit,
+    LoginLimit,
+    Refusals,
+    Sessions,
+    check_password,
+    csrf_ok,
+    is_loopback,
+    new_csrf_token,
+    officer_hashes,
+    session_secret,
+)
+from edge.ui.context import ActionRefused, UIContext
+from edge.ui.events import TooManySubscribers, full_response, sse, stream
 
 log = logging.getLogger("checkpoint.ui")
 

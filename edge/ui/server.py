@@ -18,8 +18,8 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from . import kiosk
-from .context import UIContext
+from edge.ui import kiosk
+from edge.ui.context import UIContext
 
 log = logging.getLogger("checkpoint.ui")
 

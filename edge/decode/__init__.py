@@ -1,0 +1,1 @@
+"""Frames in, QR codes out: the decoder and its second passes, and debouncing frames into scans."""
