@@ -30,7 +30,8 @@ from drivers.sources.frames import (
     replay_reader,
 )
 from edge.app.decodefiles import decode_path
-from edge.decode.reader import MAX_IMAGE_PIXELS, make_decoder
+from edge.common.images import MAX_IMAGE_PIXELS
+from edge.decode.reader import make_decoder
 
 from .conftest import ROOT, qr_image
 
