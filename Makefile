@@ -1,12 +1,12 @@
 # `make run`: set up and run the appliance (the demo unless CONFIG names another file).
-# `make test`: set up and run the tests. Both install what is missing, Debian packages included.
+# `make test`: set up and run the tests (`make test-fast`: the fast subset). Both install what is missing, Debian packages included.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= config/demo.toml
 PYTEST_ARGS ?=
 
-.PHONY: run test bench screens deps deps-test demo-images install uninstall clean
+.PHONY: run test test-fast bench screens deps deps-test demo-images install uninstall clean
 
 run: $(VENV)/.installed
 ifeq ($(CONFIG),config/demo.toml)
@@ -16,6 +16,10 @@ endif
 
 test: deps-test $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The edit-test loop: every test not marked slow (tests/slow.txt), under a minute here; `make test` runs all.
+test-fast: deps-test $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 bench: deps-test $(VENV)/.installed-test
 	$(BIN)/python -m bench.decode

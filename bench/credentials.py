@@ -52,7 +52,8 @@ def straightforward_dcc(trust_entries: list[dict]):
     keys = {}
     for entry in trust_entries:
         cert = load_der_x509_certificate(base64.b64decode(entry["rawData"]))
-        pem = cert.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        pem = cert.public_key().public_bytes(serialization.Encoding.PEM,
+                                             serialization.PublicFormat.SubjectPublicKeyInfo)
         keys[base64.b64decode(entry["kid"])] = CoseKey.from_pem_public_key(pem.decode())
 
     def verify(payload: str, at_s: float) -> bool:

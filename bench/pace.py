@@ -28,9 +28,9 @@ throttled core is, if anything, faster than a Pi 4 at decoding: read the throttl
 Without sysbench, give --factor.
 
 Also measured: zxing-cpp alone back to back, unthrottled and throttled, the slowdown the quota gives a
-busy core. Measured per configuration: travellers read (a code read on any frame of its showing), frames decoded and dropped
-(the camera's newest-frame slot replaces a frame the decoder was too busy to take), ms per decoded frame,
-the second-pass budget a frame got, frame arrival -> signal and showing -> signal p50/p99.
+busy core. Measured per configuration: travellers read (a code read on any frame of its showing), frames
+decoded and dropped (the camera's newest-frame slot replaces a frame the decoder was too busy to take), ms
+per decoded frame, the second-pass budget a frame got, frame arrival -> signal and showing -> signal p50/p99.
 """
 from __future__ import annotations
 
@@ -384,8 +384,8 @@ def main(argv=None) -> None:
                             pooled[key] += value
         n = results["here", "fixed"]["showings"]
         print(f"\n{n} travellers per configuration ({args.rounds} rounds of {args.seconds:.0f} s) at "
-              f"{args.fps:.0f} fps (1280x720), each code held {HOLD_S} s; multipass, budget_ms = 20 as the cap; record mode, "
-              "SQLite WAL synchronous=FULL; pinned to core 0")
+              f"{args.fps:.0f} fps (1280x720), each code held {HOLD_S} s; multipass, budget_ms = 20 as the cap; "
+              "record mode, SQLite WAL synchronous=FULL; pinned to core 0")
         report(results, quota is not None)
     finally:
         if quota:

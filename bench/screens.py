@@ -115,14 +115,14 @@ def shoot(out: Path, language: str, site: str) -> list[Path]:
                 viewport(driver, width, height)
                 driver.get(kiosk.url + "/kiosk")
                 WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "mark-source").text != "")
-                wait(lambda: kiosk.daemon.ui.events.subscribers >= 1, "the page's live stream")
+                wait(lambda kiosk=kiosk: kiosk.daemon.ui.events.subscribers >= 1, "the page's live stream")
                 path = out / f"kiosk-idle-{width}x{height}.png"
                 driver.save_screenshot(str(path))
                 made.append(path)
                 for name, code, label in SHOTS:
                     kiosk.scan(code)
                     WebDriverWait(driver, 30).until(
-                        lambda d: d.execute_script("return document.body.className") == name
+                        lambda d, name=name, label=label: d.execute_script("return document.body.className") == name
                         and d.find_element(By.ID, "label").text == label)
                     path = out / f"kiosk-{name}-{width}x{height}.png"
                     driver.save_screenshot(str(path))

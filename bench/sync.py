@@ -43,7 +43,7 @@ def backlog(path: Path, n: int) -> None:
     # refuses as impossible), the wall clock ends about now.
     wall, mono, boot = wall_ms() - n * 1000, 10**9, boot_id()
     rows = []
-    for i in range(n):
+    for _ in range(n):
         wall += rng.randint(200, 1800)
         mono += rng.randint(200, 1800) * 10**6 + rng.randint(0, 999_999)
         rows.append(Entry(str(uuid.uuid4()), "cp-bench-01", wall, mono, boot, "opencv:/dev/video0",
@@ -65,7 +65,8 @@ def naive(path: Path, port: int, n: int) -> tuple[float, float]:
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = FULL")
-    cols = "id, seq, device_id, wall_ms, mono_ns, boot_id, source, code, decision, reason, list_name, list_version, config_version"
+    cols = ("id, seq, device_id, wall_ms, mono_ns, boot_id, source, code, decision, reason, list_name, list_version, "
+            "config_version")
     rows = db.execute(f"SELECT {cols} FROM entries ORDER BY seq LIMIT ?", (n,)).fetchall()
     start_bytes = proxy.bytes_up
     started = time.perf_counter()

@@ -27,11 +27,12 @@ def payload(rng: random.Random) -> str:
     if kind == 0:
         return ident
     if kind == 1:
-        return f"{ident}|{rng.choice(NAMES)}|{rng.randint(1, 28):02d}/{rng.randint(1, 12):02d}/{rng.randint(1950, 2010)}"
+        name = rng.choice(NAMES)  # drawn first, as ever: the same seed gives the same payloads
+        return f"{ident}|{name}|{rng.randint(1, 28):02d}/{rng.randint(1, 12):02d}/{rng.randint(1950, 2010)}"
     if kind == 2:
         return f"https://tokhaiyte.vn/c/{ident}?h={rng.getrandbits(64):016x}"
-    return ('{"id":"%s","name":"%s","dose":%d,"date":"2021-%02d-%02d"}'
-            % (ident, rng.choice(NAMES), rng.randint(1, 3), rng.randint(1, 12), rng.randint(1, 28)))
+    name, dose, month, day = rng.choice(NAMES), rng.randint(1, 3), rng.randint(1, 12), rng.randint(1, 28)
+    return f'{{"id":"{ident}","name":"{name}","dose":{dose},"date":"2021-{month:02d}-{day:02d}"}}'
 
 
 def qr_modules(content: str | bytes, error: str = "m") -> np.ndarray:

@@ -138,9 +138,9 @@ def latency_run(count: int, kiosk: bool, gap_s: float) -> dict:
                 offset = clock_offset_ms(driver)
             for n in range(count):
                 daemon.scan(f"visitor-{n:06d}")
-                wait(lambda: len(daemon.scans) > n, "the scan")
+                wait(lambda n=n: len(daemon.scans) > n, "the scan")
                 if kiosk:
-                    wait(lambda: driver.execute_script("return window.kioskLatency.length") > n, "the paint")
+                    wait(lambda n=n: driver.execute_script("return window.kioskLatency.length") > n, "the paint")
                 time.sleep(gap_s)  # one person after another: the page and the server settle in between
             result = {"to_signal": [(s.signalled_ns - s.arrived_ns) / 1e6 for s in daemon.scans]}
             if kiosk:

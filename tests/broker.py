@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,15 +19,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+    except OSError:
+        return False
+    return True
+
+
 def wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port}")
+    from .waiting import wait_until
+
+    try:
+        wait_until(lambda: listening(port), timeout, f"something listening on {port}")
+    except AssertionError:
+        raise RuntimeError(f"nothing listening on {port}") from None
 
 
 class Broker:
@@ -69,7 +74,7 @@ class Broker:
             wait_port(self.port)
         except RuntimeError:
             self.proc.kill()
-            raise RuntimeError("mosquitto did not start: " + self.proc.stderr.read().decode(errors="replace"))
+            raise RuntimeError("mosquitto did not start: " + self.proc.stderr.read().decode(errors="replace")) from None
         return self
 
     def stop(self) -> None:

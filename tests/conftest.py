@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))  # bench/ (synthetic frames) is not an installed p
 
 from edge.app.cli import main as cli_main  # noqa: E402
 
-from .waiting import patience
+from .waiting import patience  # noqa: E402
 
 # Property tests never assert time (deadline=None: CI machines run 10-30x slower at times) and stay
 # bounded so `make test` stays fast; CHECKPOINT_FUZZ=long runs many more examples.
@@ -176,7 +176,8 @@ def _own_postgres(folder: Path) -> str:
 
     bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
     if not bins:
-        pytest.fail("PostgreSQL is neither reachable at $CHECKPOINT_TEST_PG nor installed (scripts/install-deps --test)")
+        pytest.fail("PostgreSQL is neither reachable at $CHECKPOINT_TEST_PG nor installed "
+                    "(scripts/install-deps --test)")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -243,3 +244,20 @@ def broker(tmp_path):
     b = Broker(tmp_path / "broker").start()
     yield b
     b.stop()
+
+
+# ---- the fast subset: tests listed in tests/slow.txt are marked slow (`make test-fast` leaves them out) ----
+SLOW_LIST = Path(__file__).resolve().parent / "slow.txt"
+
+
+def slow_tests() -> set[str]:
+    """`file.py::test_name` per line (parameters left off), as `pytest --durations=0` names them."""
+    return {line.strip() for line in SLOW_LIST.read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.startswith("#")}
+
+
+def pytest_collection_modifyitems(config, items):
+    slow = slow_tests()
+    for item in items:
+        if f"{item.path.name}::{getattr(item, 'originalname', item.name)}" in slow:
+            item.add_marker(pytest.mark.slow)

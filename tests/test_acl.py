@@ -214,7 +214,7 @@ def test_each_device_receives_and_applies_its_own_targets_and_nothing_else(tmp_p
         # A last message after everything above: when it arrives, all that came before has been delivered.
         publisher.publish("checkpoint/dev1/lists/end/marker", b"end")
         for watcher in (live, late):
-            wait_until(lambda: "checkpoint/dev1/lists/end/marker" in watcher.topics, 30, "end marker")
+            wait_until(lambda w=watcher: "checkpoint/dev1/lists/end/marker" in w.topics, 30, "end marker")
             assert {t for t in watcher.topics if not t.startswith(ALLOWED_TO_DEV1)} == set()
             assert {"checkpoint/all/config", "checkpoint/group/north/config", "checkpoint/dev1/config",
                     "checkpoint/all/lists/fleet-list/snapshot"} <= set(watcher.topics)

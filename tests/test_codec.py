@@ -227,3 +227,97 @@ def test_officer_string_index_out_of_range_is_refused():
     body[-2] = 0x7F  # the ref id's string index, far past the table
     with pytest.raises(BatchError, match="string index"):
         decode_batch(_deflated(bytes(body), 2))
+
+
+# ---- one entry record: the wire's fields are the record's --------------------------------------------
+def test_the_wire_entry_is_the_records_wire_fields():
+    from edge.entries.record import WIRE_NAMES, wire_mismatches
+
+    assert tuple(f.name for f in dataclasses.fields(WireEntry)) == WIRE_NAMES
+    assert wire_mismatches((f.name, f.type) for f in dataclasses.fields(WireEntry)) == []
+    # What the import-time check would say of a wire record that forgot a field, or changed a type.
+    forgot = [(f.name, f.type) for f in dataclasses.fields(WireEntry)][:-1]
+    assert wire_mismatches(forgot)
+    retyped = [(f.name, "str" if f.name == "seq" else f.type) for f in dataclasses.fields(WireEntry)]
+    assert wire_mismatches(retyped)
+
+
+def test_batch_errors_are_the_projects():
+    from edge.common.errors import CheckpointError
+    from sync.wire.errors import WireError
+
+    with pytest.raises(BatchError) as refused:
+        decode_batch(b"\x09")
+    assert isinstance(refused.value, WireError) and isinstance(refused.value, CheckpointError)
+
+
+# ---- status and ack messages (sync/wire/messages.py): one definition for device and hub --------------
+STATUS = {"device": "dev1", "state": "online", "sent_ms": 1_790_000_000_000,
+          "versions": {"software": "1.2", "config": "local-1+all.2", "lists": {"people": 3}},
+          "outbox": {"depth": 2, "oldest_unsynced": "2026-01-01T00:00:00.000Z", "oldest_unsynced_age_s": 1.5},
+          "source": {"name": "lines", "state": "running", "delivered": 10, "dropped": 0},
+          "remote": {"config": {"all": {"version": 2}, "group:old": {"version": 1, "in_force": False}},
+                     "downloads": {}, "trust": {"all": {"version": 4}}, "timings": {"delta_apply_s": 0.01},
+                     "problems": [], "groups": ["north"],
+                     "last_rejected": {"device": "dev1", "target": "all", "kind": "config", "name": None,
+                                       "version": 1, "accepted": False, "reason": "expired", "time_ms": 5,
+                                       "digest": "ab" * 32}},
+          "last_sync": None, "last_error": None, "synced": 7, "refused": 0, "problems": ["camera slow"],
+          "mode": "allowlist", "clock": {"state": "ok", "trusted": True, "wall_ms": 1}, "scans": 12}
+
+
+def test_a_status_round_trips_with_the_daemons_own_fields():
+    import json
+
+    from sync.wire.messages import parse_status
+
+    status = parse_status(json.dumps(STATUS).encode())
+    assert status.versions.lists == {"people": 3} and status.remote.config["group:old"].in_force is False
+    assert status.remote.last_rejected.reason == "expired" and status.outbox.depth == 2
+    # Fields no model names (the daemon's snapshot, a newer device's) ride along, as they came.
+    assert json.loads(status.to_json()) == STATUS
+
+
+def test_older_and_newer_devices_interoperate():
+    from sync.wire.messages import parse_ack, parse_status
+
+    will = parse_status(b'{"device": "dev1", "state": "offline"}')  # the last will: nothing else
+    assert will.state == "offline" and will.outbox is None and will.remote is None
+    assert will.to_json() == b'{"device": "dev1", "state": "offline"}'
+    ack = parse_ack(b'{"device": "d", "kind": "config", "accepted": true, "time_ms": 5, "from_the_future": 1}')
+    assert ack.accepted and ack.target is None and ack.version is None
+
+
+@pytest.mark.parametrize("payload, reason", [
+    (b'{"device": "d", "sent_ms": true}', "sent_ms"),
+    (b'{"device": "d", "outbox": {"depth": "3"}}', "outbox.depth"),
+    (b'{"device": "d", "remote": {"groups": "north"}}', "remote.groups"),
+    (b'{"state": "online"}', "device"),
+    (b'[1, 2]', "not a JSON object"),
+    (b'{"device": "d", "x": NaN}', "not JSON"),
+    (b'{"device": "d", "x": "\\u0000"}', "NUL"),
+    (b'{"device": "d", "x": "\\ud800"}', "lone surrogate"),
+    (b'{"device": "d", "x": ' + b"9" * 30 + b"}", "64 bits"),
+    (b'{"device": "d", "x": ' + b"[" * 20 + b"]" * 20 + b"}", "nested deeper"),
+    (b"x" * (65 * 1024), "over 65536"),
+])
+def test_a_malformed_status_is_refused_with_its_reason(payload, reason):
+    from sync.wire.errors import WireError
+    from sync.wire.messages import parse_status
+
+    with pytest.raises(WireError, match=reason):
+        parse_status(payload)
+
+
+@pytest.mark.parametrize("payload, reason", [
+    (b'{"device": "d", "kind": "config", "accepted": 1, "time_ms": 5}', "accepted"),
+    (b'{"device": "d", "kind": "config", "accepted": true, "time_ms": 5, "version": true}', "version"),
+    (b'{"device": "d", "kind": "config", "accepted": true, "time_ms": 5, "reason": "' + b"x" * 1001 + b'"}',
+     "reason"),
+    (b'{"device": "d", "accepted": true, "time_ms": 5}', "kind"),
+])
+def test_a_malformed_ack_is_refused_with_its_reason(payload, reason):
+    from sync.wire.messages import MessageError, parse_ack
+
+    with pytest.raises(MessageError, match=reason):
+        parse_ack(payload)

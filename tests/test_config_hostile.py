@@ -164,7 +164,8 @@ def test_files_that_cannot_be_read_are_one_line(tmp_path, cli):
     cases = [(loop, "symbolic link loop"), (fifo, "not a regular file"), (tmp_path, "is a directory"),
              ("/dev/zero", "not a regular file"), (tmp_path / "none.toml", "No such file"),
              (not_dir / "x.toml", "Not a directory"), (huge, f"larger than {MAX_CONFIG_BYTES} bytes"),
-             (binary, f"not UTF-8 text (byte {len(GOOD)})"), (tmp_path / "bad\nname\x1b.toml", "bad\\x0aname\\x1b.toml")]
+             (binary, f"not UTF-8 text (byte {len(GOOD)})"),
+             (tmp_path / "bad\nname\x1b.toml", "bad\\x0aname\\x1b.toml")]
     for path, expected in cases:
         with pytest.raises(ConfigError, match="cannot read|larger|not UTF-8") as info:
             read_config(path)

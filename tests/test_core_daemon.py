@@ -36,6 +36,12 @@ from .waiting import patience, wait_until
 LINES = '[source]\ntype = "lines"\npath = "{path}"\n'
 
 
+@pytest.fixture
+def record_config(make_config, fifo) -> Path:
+    """A daemon in record mode reading scans from the fifo, every scan its own (no debounce)."""
+    return make_config(LINES.format(path=fifo), mode="record", debounce_ms=0)
+
+
 def recorded(state: Path) -> list[tuple]:
     path = state / "entries.db"
     if not path.exists():
@@ -55,8 +61,8 @@ def read_log(proc, into: list[str]) -> threading.Thread:
     return reader
 
 
-def test_sighup_with_a_deeply_nested_config_keeps_the_running_one(tmp_path, make_config, fifo):
-    config = make_config(LINES.format(path=fifo), mode="record", debounce_ms=0)
+def test_sighup_with_a_deeply_nested_config_keeps_the_running_one(tmp_path, record_config, fifo):
+    config = record_config
     state = tmp_path / "state"
     proc = checkpoint_process("run", "--config", config)
     log: list[str] = []
@@ -193,8 +199,9 @@ def test_an_unusable_log_secret_is_replaced_loudly(tmp_path, caplog):
     assert load_or_create(tmp_path) == key
 
 
-def test_wal_deleted_under_a_running_daemon_is_reported_and_nothing_is_lost_at_a_kill(tmp_path, make_config, fifo):
-    config = make_config(LINES.format(path=fifo), mode="record", debounce_ms=0)
+def test_wal_deleted_under_a_running_daemon_is_reported_and_nothing_is_lost_at_a_kill(tmp_path, record_config,
+                                                                                     fifo):
+    config = record_config
     state = tmp_path / "state"
     proc = checkpoint_process("run", "--config", config)
     log: list[str] = []
@@ -268,6 +275,15 @@ def test_a_scan_starts_no_process_and_does_not_look_for_libraries(tmp_path, monk
 
 
 @pytest.fixture
+def tiny_disk_config(tmp_path, record_config, tiny_disk) -> Path:
+    """record_config with its state on tiny_disk, and its outputs' record beside it (there is no room there)."""
+    record_config.write_text(record_config.read_text()
+                             .replace(f'dir = "{tmp_path / "state"}"', f'dir = "{tiny_disk}"')
+                             .replace(f'{tmp_path / "state"}/outputs.jsonl', str(tmp_path / "outputs.jsonl")))
+    return record_config
+
+
+@pytest.fixture
 def tiny_disk(tmp_path):
     """A real 4 MiB filesystem to fill."""
     with small_filesystem(tmp_path / "tiny-disk", "4m") as mount:
@@ -275,10 +291,8 @@ def tiny_disk(tmp_path):
 
 
 def test_entries_denied_on_a_full_disk_survive_a_kill_and_are_committed_at_the_next_start(
-        tmp_path, make_config, fifo, tiny_disk):
-    config = make_config(LINES.format(path=fifo), mode="record", debounce_ms=0)
-    config.write_text(config.read_text().replace(f'dir = "{tmp_path / "state"}"', f'dir = "{tiny_disk}"')
-                      .replace(f'{tmp_path / "state"}/outputs.jsonl', str(tmp_path / "outputs.jsonl")))
+        tmp_path, tiny_disk_config, fifo, tiny_disk):
+    config = tiny_disk_config
     reds = lambda: sum(json.loads(line)["on"] and json.loads(line)["output"] == "red"  # noqa: E731
                        for line in (tmp_path / "outputs.jsonl").read_text().splitlines()) \
         if (tmp_path / "outputs.jsonl").exists() else 0
@@ -355,13 +369,11 @@ def test_wal_deleted_with_sync_running_no_connection_keeps_the_deleted_file(tmp_
 
 
 def test_a_restart_on_a_disk_still_full_after_a_kill_runs_denies_and_saves_every_scan(
-        tmp_path, make_config, fifo, tiny_disk):
+        tmp_path, tiny_disk_config, fifo, tiny_disk):
     """Killed on a full disk, restarted by systemd while the disk is still full: the daemon runs (no crash
     loop), the database is left alone while the reserve cannot be made again (its room stays for held
     entries), every scan is denied and held, and the stop saves them; the next start with space commits all."""
-    config = make_config(LINES.format(path=fifo), mode="record", debounce_ms=0)
-    config.write_text(config.read_text().replace(f'dir = "{tmp_path / "state"}"', f'dir = "{tiny_disk}"')
-                      .replace(f'{tmp_path / "state"}/outputs.jsonl', str(tmp_path / "outputs.jsonl")))
+    config = tiny_disk_config
     denied = lambda log: sum("store-failure" in line for line in log)  # noqa: E731
     proc = checkpoint_process("run", "--config", config)
     log: list[str] = []

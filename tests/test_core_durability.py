@@ -10,6 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from edge.app.logkey import load_or_create
 from edge.common.clock import boot_id, mono_ns, wall_ms
@@ -176,10 +179,6 @@ def test_store_recovering_on_its_own_commits_the_held_file_and_remakes_the_reser
 
 
 # ---- a held file is read back from disk: whatever it holds, the store starts -------------------------
-from hypothesis import given  # noqa: E402
-from hypothesis import settings as hsettings
-from hypothesis import strategies as st
-
 _json_leaf = st.one_of(st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
                        st.floats(allow_nan=False), st.text(alphabet=st.characters(codec="utf-8"), max_size=30))
 _json_any = st.recursive(_json_leaf, lambda inner: st.one_of(st.lists(inner, max_size=4),

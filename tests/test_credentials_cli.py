@@ -96,7 +96,8 @@ def test_passes(world):
     status, out = verify(world, good, "--pass-key", key)
     assert status == 0 and out["id"] == "V-7" and out["holder"]["name"] == "Trần Thị Bình" and out["type"] == "pass"
     assert verify(world, good)[1]["reason"] == "untrusted"
-    assert verify(world, passes.issue_pass(admin, "V-7", "B", valid_until=AT), "--pass-key", key)[1]["reason"] == "expired"
+    expired = passes.issue_pass(admin, "V-7", "B", valid_until=AT)
+    assert verify(world, expired, "--pass-key", key)[1]["reason"] == "expired"
     deny = folder / "deny.txt"
     deny.write_text("V-7\n")
     assert verify(world, good, "--pass-key", key, "--deny", deny)[1]["reason"] == "revoked"

@@ -8,7 +8,9 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge.common.errors import CheckpointError
 from edge.credentials import Category, Trust, base45, evaluate, passes
+from edge.credentials.errors import CredentialError
 from edge.credentials.rules import gate_rule
 
 from .credfixtures import AT, AT_MS, DAY
@@ -135,12 +137,13 @@ def test_key_files_and_trusted_keys(tmp_path):
 
 
 def test_issue_refuses_what_a_pass_cannot_hold(admin):
-    with pytest.raises(ValueError):
+    with pytest.raises(passes.PassError):
         passes.issue_pass(admin, "", "A")
-    with pytest.raises(ValueError):
+    with pytest.raises(passes.PassError):
         passes.issue_pass(admin, "V", "A", valid_until=dt.datetime(2027, 1, 1))   # no zone
-    with pytest.raises(ValueError):
+    with pytest.raises(passes.PassError):
         passes.issue_pass(admin, "V", "A", gates=[""])
+    assert issubclass(passes.PassError, CredentialError) and issubclass(CredentialError, CheckpointError)
 
 
 def test_issue_many_from_csv(tmp_path, admin, trust):

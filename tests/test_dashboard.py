@@ -398,11 +398,14 @@ def test_serve_command_line(tmp_path):
 
 
 def test_grafana_and_prometheus_examples_name_only_metrics_that_exist(tmp_path):
+    from prometheus_client.exposition import generate_latest
+
     from sync.hub.dashboard import metrics
 
     db = HubDB(str(tmp_path / "hub.db"))
-    fill(db)
+    collector = fill(db)
     text = metrics.render(lambda: db, wall_ms, fleet.Thresholds()).decode()
+    text += generate_latest(collector.meter.registry).decode()  # what `collect --metrics` answers
     db.close()
     exposed = {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
     dashboard = json.loads((ROOT / "config" / "grafana-dashboard.json").read_text())
@@ -432,3 +435,169 @@ def test_the_shared_fleet_table_is_rebuilt_in_the_background_when_stale():
     cache.get("b", make), cache.get("c", make)
     assert len(cache._values) == 2  # bounded
     assert Fresh(0, 0).get("x", make) != Fresh(0, 0).get("x", make)  # 0: no cache
+
+
+# ---- server-side sessions, paging, status history ------------------------------------------------
+def test_a_copied_session_cookie_stops_working_at_logout(tmp_path):
+    """The cookie names a session kept on the server: logging out ends it for every copy of the cookie."""
+    db = HubDB(str(tmp_path / "hub.db"))
+    fill(db)
+    served = Served(str(tmp_path / "hub.db"))
+    try:
+        s = Session(served.base)
+        assert s.login() == 303 and s.get("/")[0] == 200
+        thief = Session(served.base)
+        for cookie in s.jar:
+            thief.jar.set_cookie(cookie)
+        assert thief.get("/")[0] == 200  # the copy works while the session lives
+        assert s.post("/logout", {"csrf": s.csrf("/")})[0] == 303
+        code, headers, _ = thief.get("/")
+        assert code == 303 and headers["location"].startswith("/login")
+        assert thief.get("/fleet/rows")[0] == 303
+        assert s.login() == 303 and s.get("/")[0] == 200  # a new login is a new session
+        assert thief.get("/")[0] == 303
+    finally:
+        served.stop()
+        db.close()
+
+
+def test_a_session_expires_on_the_server(tmp_path):
+    from edge.ui.auth import Sessions
+
+    now = [0.0]
+    sessions = Sessions(60, clock=lambda: now[0])
+    sid = sessions.start("ada", ADMINS["ada"])
+    assert sessions.officer(sid, ADMINS) == "ada"
+    now[0] = 61.0
+    assert sessions.officer(sid, ADMINS) is None
+
+
+def many(db: HubDB, n: int) -> None:
+    collector = Collector(db, make_client(client_id="many", manual_ack=True))
+    for i in range(n):
+        device = f"cp-{i:03d}"
+        collector.handle(f"checkpoint/{device}/status", status(device, depth=i, groups=("ward-3",)))
+
+
+def test_the_fleet_table_is_paged_with_counts_over_the_whole_fleet(tmp_path):
+    db = HubDB(str(tmp_path / "hub.db"))
+    many(db, 7)
+    served = Served(str(tmp_path / "hub.db"), fresh_s=0)
+    try:
+        s = Session(served.base)
+        s.login()
+        page = s.get("/fleet/rows?per=3&sort=outbox&page=2")[2]
+        shown = re.findall(r'<tr data-device="([^"]+)"', page)
+        assert shown == ["cp-003", "cp-002", "cp-001"]  # by outbox depth, largest first: the second three
+        assert "7 online" in page and "of 7" in page and "page <span class=\"page\">2</span> of 3" in page
+        # The links keep the filters, the sort and the page size.
+        assert 'href="/?group=&amp;state=&amp;sort=outbox&amp;per=3&amp;page=3"' in page
+        assert re.findall(r'<tr data-device="([^"]+)"', s.get("/fleet/rows?per=3&sort=outbox&page=3")[2]) == [
+            "cp-000"]
+        assert len(re.findall("<tr data-device", s.get("/fleet/rows?per=3&page=99")[2])) == 1  # the last page
+        assert len(re.findall("<tr data-device", s.get("/fleet/rows?per=x&page=-1")[2])) == 7  # default 100
+        assert len(re.findall("<tr data-device", s.get("/fleet/rows?state=offline&per=3")[2])) == 0
+        assert "7 online" in s.get("/fleet/rows?state=offline&per=3")[2]
+    finally:
+        served.stop()
+        db.close()
+
+
+def test_the_next_page_in_the_browser_stays_on_its_page_while_it_redraws(browser, tmp_path):
+    db = HubDB(str(tmp_path / "hub.db"))
+    many(db, 5)
+    served = Served(str(tmp_path / "hub.db"), fresh_s=0)
+    try:
+        login_in_browser(browser, served.base)
+        browser.get(served.base + "/?per=2")
+        wait_for(browser, lambda d: d.find_element("css selector", "a.next"), "a next link")
+        browser.find_element("css selector", "a.next").click()
+        wait_for(browser, lambda d: d.find_element("css selector", ".pager .page").text == "2", "page 2")
+
+        def devices(d):
+            return [row.get_attribute("data-device") for row in d.find_elements("css selector", "tr[data-device]")]
+        assert devices(browser) == ["cp-002", "cp-003"]
+        assert "5 online" in browser.find_element("id", "counts").text
+        # A device changing state shows on the page being looked at, by the live redraw.
+        Collector(db, make_client(client_id="later", manual_ack=True)).handle(
+            "checkpoint/cp-003/status", json.dumps({"device": "cp-003", "state": "offline"}).encode())
+        wait_for(browser, lambda d: d.find_element("css selector", 'tr[data-device="cp-003"] td.state')
+                 .text.startswith("offline"), "cp-003 offline on page 2")
+        assert devices(browser) == ["cp-002", "cp-003"]
+        assert "1 offline" in browser.find_element("id", "counts").text
+    finally:
+        served.stop()
+        db.close()
+
+
+def test_status_history_keeps_changes_bounded(hub):
+    db, served = hub
+    collector = Collector(db, make_client(client_id="history", manual_ack=True))
+    before = db.status_history("cp-02")
+    assert [h["state"] for h in before] == ["online"]
+    collector.handle("checkpoint/cp-02/status", status("cp-02", config_v=1, depth=3))  # only sent_ms differs
+    assert len(db.status_history("cp-02")) == 1
+    collector.handle("checkpoint/cp-02/status", status("cp-02", config_v=2, depth=0))
+    collector.handle("checkpoint/cp-02/status", json.dumps({"device": "cp-02", "state": "offline"}).encode())
+    history = db.status_history("cp-02")
+    assert [h["state"] for h in history] == ["offline", "online", "online"]
+    assert history[1]["status"]["remote"]["config"]["group:ward-3"]["version"] == 2
+    assert history[1]["clock_offset_ms"] is not None and history[0]["clock_offset_ms"] is None
+    db.status_history_per_device = 2
+    collector.handle("checkpoint/cp-02/status", status("cp-02", depth=9))
+    assert [h["state"] for h in db.status_history("cp-02")] == ["online", "offline"]
+    assert db.status_history("cp-01") and db.status_history("nobody") == []
+    s = Session(served.base)
+    s.login()
+    page = s.get("/device/cp-02")[2]
+    assert '<table id="history">' in page and page.count('<td class="state">') == 2
+
+
+def test_a_hub_database_from_before_the_status_history_is_migrated(request, tmp_path):
+    """An older database (no hub_status_history): read-only it shows no history; opened for writing (the
+    collector starting) it gets the table, SQLite and PostgreSQL alike."""
+    for url in (str(tmp_path / "old.db"), request.getfixturevalue("pg_url")):
+        db = HubDB(url)
+        fill(db)
+        with db.transaction() as cur:
+            cur.execute("DROP TABLE hub_status_history")
+        db.close()
+        old = HubDB(url, readonly=True)
+        assert old.status_history("cp-01") == [] and old.fleet()
+        old.close()
+        served = Served(url)
+        try:
+            s = Session(served.base)
+            s.login()
+            code, _, page = s.get("/device/cp-01")
+            assert code == 200 and "None kept." in page
+        finally:
+            served.stop()
+        db = HubDB(url)
+        try:
+            Collector(db, make_client(client_id="migrated", manual_ack=True)).handle(
+                "checkpoint/cp-01/status", json.dumps({"device": "cp-01", "state": "offline"}).encode())
+            assert [h["state"] for h in db.status_history("cp-01")] == ["offline"]
+        finally:
+            db.close()
+
+
+def test_the_device_page_shows_its_status_history_in_the_browser(browser, tmp_path):
+    db = HubDB(str(tmp_path / "hub.db"))
+    fill(db)
+    collector = Collector(db, make_client(client_id="history-browser", manual_ack=True))
+    collector.handle("checkpoint/cp-02/status", status("cp-02", config_v=2, software="1.5.0", depth=7))
+    collector.handle("checkpoint/cp-02/status", json.dumps({"device": "cp-02", "state": "offline"}).encode())
+    served = Served(str(tmp_path / "hub.db"))
+    try:
+        login_in_browser(browser, served.base)
+        browser.get(served.base + "/device/cp-02")
+        rows = wait_for(browser, lambda d: d.find_elements("css selector", "#history tr.offline, #history tr.online"),
+                        "status history rows")
+        texts = [row.text for row in rows]
+        assert len(texts) == 3 and texts[0].split()[2] == "offline"
+        assert "1.5.0" in texts[1] and "group:ward-3 v2" in texts[1] and " 7 " in f" {texts[1]} "
+        assert "1.4.0" in texts[2] and "group:ward-3 v1" in texts[2]
+    finally:
+        served.stop()
+        db.close()

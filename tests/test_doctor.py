@@ -57,7 +57,8 @@ def test_pi_camera_passes_with_its_nodes_and_a_frame(tmp_path, fake_module):
 
 def test_no_camera_says_how_to_enable_it(tmp_path, fake_module):
     fake_module("picamera2")
-    checks = doctor.Doctor(make_settings(tmp_path, PICAM), dev_root=stage(tmp_path, "dma_heap/linux,cma")).check_source()
+    checks = doctor.Doctor(make_settings(tmp_path, PICAM),
+                           dev_root=stage(tmp_path, "dma_heap/linux,cma")).check_source()
     line = by_name(checks, "camera nodes").line()
     assert line.startswith("FAIL camera nodes: no camera: no ") and "enable the camera: " in line
     assert "camera_auto_detect=1" in line
@@ -176,7 +177,8 @@ def test_store_directory(tmp_path):
     missing = doctor.Doctor(settings).check_store()
     assert missing[0].level == "FAIL" and "does not exist" in missing[0].detail and "StateDirectory=" in missing[0].fix
     (tmp_path / "state").mkdir()
-    assert doctor.Doctor(settings).check_store()[0].line() == f"OK   database directory: {tmp_path / 'state'} is writable"
+    line = doctor.Doctor(settings).check_store()[0].line()
+    assert line == f"OK   database directory: {tmp_path / 'state'} is writable"
 
 
 @pytest.mark.parametrize("synced, level, words", [(True, "OK", "synchronised"),

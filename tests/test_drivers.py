@@ -14,6 +14,7 @@ import pytest
 from drivers.sources import SourceError, open_source
 from drivers.sources.camera import FrameSource
 from drivers.sources.frames import CaptureReader
+from edge.common.backoff import Backoff
 from edge.decode.reader import make_decoder
 from edge.settings.schema import parse_settings
 
@@ -38,6 +39,9 @@ def wait_state(source, state: str, timeout: float = 5.0) -> None:
     wait_until(lambda: source.stats.state == state, timeout, what=f"camera state {state}", interval=0.02)
 
 
+def quick(maximum: float) -> Backoff:
+    """Reconnect waits short enough for a test that unplugs a device."""
+    return Backoff(initial=0.05, maximum=maximum)
 
 
 # ---- Pi camera ------------------------------------------------------------------------------------------
@@ -69,7 +73,7 @@ def test_pi_camera_fixed_focus(fake_module):
 def test_pi_camera_that_dies_is_reopened(fake_module):
     picamera2 = fake_module("picamera2")
     picamera2.fail_after = 3
-    source = FrameSource(source_for({"type": "picamera2"}).reader, name="pi", live=True, max_backoff_s=0.2)
+    source = FrameSource(source_for({"type": "picamera2"}).reader, name="pi", live=True, backoff=quick(0.2))
     source.start()
     frames = take(source, 8)
     source.close()
@@ -80,7 +84,7 @@ def test_pi_camera_that_dies_is_reopened(fake_module):
 def test_no_pi_camera_attached(fake_module):
     picamera2 = fake_module("picamera2")
     picamera2.cameras = 0
-    source = FrameSource(source_for({"type": "picamera2"}).reader, name="pi", live=True, max_backoff_s=0.1)
+    source = FrameSource(source_for({"type": "picamera2"}).reader, name="pi", live=True, backoff=quick(0.1))
     source.start()
     assert source.get(0.3) is None and source.stats.state in ("missing", "reopening")
     assert source.problem(time.monotonic_ns()) is not None
@@ -97,7 +101,7 @@ def test_opencv_camera_that_stops_delivering_is_reopened(tmp_path):
         writer.write(np.full((240, 320), 90, np.uint8))
     writer.release()
     # A camera that delivers five frames, then nothing (read() fails): the live path reopens it.
-    source = FrameSource(CaptureReader(str(video)), name="cam", live=True, max_backoff_s=0.1)
+    source = FrameSource(CaptureReader(str(video)), name="cam", live=True, backoff=quick(0.1))
     source.start()
     frames = take(source, 12)
     source.close()
@@ -144,7 +148,7 @@ def test_hid_scanner_survives_unplug_and_replug(fake_module):
     path = "/dev/input/checkpoint-scanner"
     device = evdev.add_device(path)
     source = source_for({"type": "hid", "device": path})
-    source.max_backoff_s = 0.2
+    source.backoff = quick(0.2)
     source.start()
     device.type_text("before")
     assert [s.data for s in take(source, 1)] == [b"before"]
@@ -163,7 +167,7 @@ def test_hid_scanner_grabbed_elsewhere_or_absent(fake_module):
     other = evdev.InputDevice("/dev/input/event5")
     other.grab()
     source = source_for({"type": "hid", "name": "honeywell"})
-    source.max_backoff_s = 0.1
+    source.backoff = quick(0.1)
     source.start()
     assert source.stats.state == "missing"  # grabbed by another program: waits, does not steal keys
     other.ungrab()
@@ -210,7 +214,7 @@ def test_serial_scanner_reconnects_after_unplug(tmp_path):
     link = tmp_path / "scanner"
     pty = Pty(link)
     source = source_for({"type": "serial", "port": str(link), "terminator": "cr"})
-    source.max_backoff_s = 0.2
+    source.backoff = quick(0.2)
     source.start()
     pty.write(b"one\r")
     assert [s.data for s in take(source, 1)] == [b"one"]
@@ -227,7 +231,7 @@ def test_serial_scanner_reconnects_after_unplug(tmp_path):
 def test_serial_port_missing_at_start_waits(tmp_path):
     link = tmp_path / "later"
     source = source_for({"type": "serial", "port": str(link), "terminator": "lf"})
-    source.max_backoff_s = 0.2
+    source.backoff = quick(0.2)
     source.start()
     assert source.stats.state == "missing"
     pty = Pty(link)

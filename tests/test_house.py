@@ -107,3 +107,16 @@ def test_every_long_module_says_why():
 def test_cycle_finder_finds_a_circle():
     assert _strongly_connected({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _strongly_connected({"a": {"b"}, "b": set()}) == []
+
+
+def test_every_test_listed_as_slow_exists():
+    """tests/slow.txt names tests by file and name: a renamed or removed test must leave the list too."""
+    from .conftest import slow_tests
+
+    missing = []
+    for name in sorted(slow_tests()):
+        file, _, test = name.partition("::")
+        path = ROOT / "tests" / file
+        if not path.exists() or f"def {test}(" not in path.read_text(encoding="utf-8"):
+            missing.append(name)
+    assert missing == []

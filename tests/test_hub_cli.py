@@ -112,7 +112,8 @@ def test_acks_and_devices_show_missing_fields_and_conflicts(tmp_path, capsys):
     status, out, err = run(capsys, "devices", "--db", tmp_path / "hub.db")
     assert "1 entries\t0 duplicates\t0 conflicts" in out
     status, out, err = run(capsys, "fleet", "--db", tmp_path / "hub.db")
-    assert status == 0 and "a bundle it could not read: body does not m…" in out and "None" not in out  # cut: the row stays narrow
+    # cut: the row stays narrow
+    assert status == 0 and "a bundle it could not read: body does not m…" in out and "None" not in out
     status, out, err = run(capsys, "fleet", "--wide", "--db", tmp_path / "hub.db")
     assert status == 0 and "a bundle it could not read: body does not match" in out and "None" not in out
     assert "clock offset" in out.splitlines()[0]
@@ -210,3 +211,50 @@ def test_an_older_hub_database_is_read_as_it_is_and_upgraded_when_written(tmp_pa
     HubDB(str(path)).close()  # what a collector does at start
     assert "conflicts" in [r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(hub_devices)")]
     assert run(capsys, "devices", "--db", path)[0] == 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_hub_entries_table_follows_the_entry_record(request, tmp_path, backend):
+    """hub_entries keeps what the device's entry record (edge/entries/record.py) says the hub keeps, with its
+    types and nullability, on SQLite and PostgreSQL; an entry's second copy is compared on those fields."""
+    from edge.entries.record import HUB_FIELDS, hub_mismatches, sqlite_columns
+    from sync.hub.hubdb import ENTRY_FIELDS
+
+    assert set(ENTRY_FIELDS) == {f.name for f in HUB_FIELDS}
+    if backend == "sqlite":
+        HubDB(str(tmp_path / "hub.db")).close()
+        with sqlite3.connect(tmp_path / "hub.db") as conn:
+            columns = sqlite_columns(conn, "hub_entries")
+    else:
+        url = request.getfixturevalue("pg_url")
+        db = HubDB(url)
+        with db.transaction() as cur:
+            cur.execute("SELECT column_name, data_type, is_nullable FROM information_schema.columns "
+                        "WHERE table_schema = current_schema() AND table_name = 'hub_entries'")
+            columns = [(name, kind, nullable == "YES") for name, kind, nullable in cur.fetchall()]
+        db.close()
+    assert hub_mismatches(columns) == []
+
+
+def test_exit_statuses_come_from_the_error_families(capsys, tmp_path):
+    """Ours only: a usage error 2, the work failing 1 (a database that cannot be opened, a broker nobody
+    answers on), each one line; the families derive from the project's CheckpointError."""
+    from edge.common.errors import CheckpointError, exit_status
+    from sync.hub.errors import BrokerError, DashboardError, HubError, HubUsageError, MissingDatabase
+
+    assert all(issubclass(e, HubError) and issubclass(e, CheckpointError)
+               for e in (HubUsageError, MissingDatabase, DashboardError, BrokerError))
+    assert [exit_status(e("x")) for e in (HubError, HubUsageError, MissingDatabase, BrokerError)] == [1, 2, 2, 1]
+    assert exit_status(ValueError("a bug")) is None
+    from .broker import free_port
+
+    status, _, err = run(capsys, "entries", "--db", f"postgresql://nobody@127.0.0.1:{free_port()}/hub")
+    assert status == 1 and "cannot open hub database" in err and "Traceback" not in err
+    status, _, err = run(capsys, "config", "push", tmp_path / "x.toml", "--to", "all", "--key", tmp_path / "none")
+    assert status == 2 and "signing key" in err
+    key = tmp_path / "admin.key"
+    assert run(capsys, "keygen", "--out", key)[0] == 0
+    (tmp_path / "x.toml").write_text('[ui]\nlanguage = "en"\n')
+    status, _, err = run(capsys, "config", "push", tmp_path / "x.toml", "--to", "all", "--key", key, "--db",
+                         tmp_path / "hub.db", "--host", "127.0.0.1", "--port", free_port(), "--no-check")
+    assert status == 1 and "cannot reach the broker" in err and "not completed" in err

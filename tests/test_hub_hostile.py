@@ -85,7 +85,8 @@ RAW = st.one_of(
                      b'{"device": "devA", "x": "\\u0000"}', b'{"device": "devA"}\xff', b"\xef\xbb\xbf{}",
                      b"x" * (65 * 1024)]),
 )
-ACKS = st.fixed_dictionaries(dict.fromkeys(("target", "kind", "name", "version", "accepted", "reason", "time_ms"), JSON_VALUES),
+ACKS = st.fixed_dictionaries(dict.fromkeys(("target", "kind", "name", "version", "accepted", "reason", "time_ms"),
+                                           JSON_VALUES),
                              optional={"device": st.just("devA") | JSON_VALUES})
 STATUSES = st.dictionaries(st.text(max_size=10), JSON_VALUES, max_size=6).map(lambda d: {"device": "devA", **d})
 
@@ -421,3 +422,87 @@ def test_topics_that_name_no_device_are_rejected(shared, topic):
     before = shared.stats["rejected"]
     _handled(shared, topic, b'{"device": "devA"}')
     assert shared.stats["rejected"] == before + 1
+
+
+def test_the_collector_process_serves_its_own_metrics(broker, tmp_path):
+    """`collect --metrics`: inserts, duplicates, conflicts, rejected messages and batch latency of this process,
+    in the Prometheus text format (parsed by prometheus_client's own parser)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from .broker import free_port
+
+    port = free_port()
+    log = tmp_path / "collector.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sync.hub.cli", "collect", "--db", str(tmp_path / "hub.db"), "--host", "127.0.0.1",
+         "--port", str(broker.port), "--client-id", "metered", "--metrics", f"127.0.0.1:{port}"],
+        cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    device = make_client(client_id="devA-metrics")
+    try:
+        wait_until(lambda: "subscribed to" in log.read_text(), 30, "collector subscribed")
+        assert f"collector metrics on http://127.0.0.1:{port}/metrics" in log.read_text()
+        device.connect("127.0.0.1", broker.port)
+        device.loop_start()
+        first, second = entry(seq=1), entry(seq=2)
+        changed = dataclasses.replace(first, code="999999999999")
+        for batch in ([first, second], [first, second], [changed]):
+            device.publish("checkpoint/devA/entries", encode_batch("devA", wall_ms(), batch), qos=1) \
+                .wait_for_publish(patience(10))
+        device.publish("checkpoint/devA/acks", b"not json", qos=1).wait_for_publish(patience(10))
+
+        def samples() -> dict:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+                text = response.read().decode()
+            return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples
+                    if not s.labels or s.labels.get("le") == "+Inf"}
+        wait_until(lambda: samples().get("checkpoint_collector_rejected_messages_total") == 1, 30,
+                   "the rejected ack counted")
+        wait_until(lambda: samples().get("checkpoint_collector_batches_total") == 3, 30, "three batches counted")
+        got = samples()
+        assert got["checkpoint_collector_entries_inserted_total"] == 2
+        assert got["checkpoint_collector_duplicates_total"] == 2
+        assert got["checkpoint_collector_conflicts_total"] == 1
+        assert got["checkpoint_collector_batch_latency_seconds_count"] == 3
+        assert got["checkpoint_collector_batch_latency_seconds_bucket"] == 3  # le="+Inf"
+        assert got["checkpoint_collector_batch_latency_seconds_sum"] > 0
+        assert proc.poll() is None
+    finally:
+        device.loop_stop()
+        device.disconnect()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(patience(20))
+
+
+def test_a_bad_metrics_address_is_a_usage_error(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "sync.hub.cli", "collect", "--db", str(tmp_path / "hub.db"),
+                           "--metrics", "nowhere"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--metrics 'nowhere': expected HOST:PORT" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_collectors_opening_an_empty_postgresql_database_together_all_start(pg_url):
+    """Each opening makes the tables; done at the same moment, PostgreSQL's catalogue would refuse all but
+    one (a unique violation in pg_type) without the schema lock. Eight at once, released by a barrier."""
+    import threading
+
+    barrier, failures, opened = threading.Barrier(8), [], []
+
+    def open_one():
+        barrier.wait()
+        try:
+            opened.append(HubDB(pg_url))
+        except Exception as exc:  # any failure is the finding
+            failures.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert failures == [] and len(opened) == 8
+    finally:
+        for db in opened:
+            db.close()

@@ -21,14 +21,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from drivers.sources.camera import FrameSource
-from drivers.sources.frames import (
-    CaptureReader,
-    ImageError,
-    image_from_bytes,
-    image_size,
-    read_image,
-    replay_reader,
-)
+from drivers.sources.frames import CaptureReader, replay_reader
+from drivers.sources.imagefiles import ImageError, image_from_bytes, image_size, read_image
 from edge.app.decodefiles import decode_path
 from edge.common.images import MAX_IMAGE_PIXELS
 from edge.decode.reader import make_decoder

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-import sqlite3
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from edge.lists.keysfile import (
     KeysWriter,
     merge,
 )
+from edge.lists.records import ListError, ListUnreadable
 
 
 def write(path, records):
@@ -94,11 +94,10 @@ def test_a_damaged_file_is_refused_at_opening(tmp_path, damage):
                       "empty": b"", "missing-header": data[keysfile.BLOCK:]}[damage])
     with pytest.raises(KeysError, match="not a whole keys file"):
         KeysFile(path).close()
-    assert issubclass(KeysError, sqlite3.DatabaseError)  # a scan meets it as it meets a damaged list
+    assert issubclass(KeysError, ListUnreadable) and issubclass(KeysError, ListError)  # as a damaged list
 
 
-def test_a_merge_equals_the_set_operation(tmp_path, monkeypatch):
-    monkeypatch.setattr(keysfile, "CHUNK_BLOCKS", 2)  # many chunks, so overlay keys fall on their edges
+def test_a_merge_equals_the_set_operation(tmp_path):
     rng = random.Random(7)
     old = dict(zip(random_keys(20 * PER_BLOCK + 3), [0] * (20 * PER_BLOCK + 3)))
     f = write(tmp_path / "old", sorted(old.items()))
@@ -119,7 +118,7 @@ def test_a_merge_equals_the_set_operation(tmp_path, monkeypatch):
             expected[key] = flags
     writer = KeysWriter(tmp_path / "new")
     merge(f, writer, np.frombuffer(b"".join(keys), dtype="S16"), np.array([over[k][0] for k in keys], np.uint8),
-          np.array([over[k][1] for k in keys], bool))
+          np.array([over[k][1] for k in keys], bool), chunk_blocks=2)  # many chunks: overlay keys on their edges
     writer.finish()
     f.close()
     new = KeysFile(tmp_path / "new")

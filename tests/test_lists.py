@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.common.clock import parse_instant
-from edge.lists import KeyedHash, ListError, ListStore, hash_code, key_id
+from edge.common.errors import CheckpointError
+from edge.lists import KeyedHash, ListError, ListStore, ListUnreadable, hash_code, hash_key_id, read_hash_key_file
 from sync.wire import listwire
 
 from .waiting import wait_until
@@ -34,7 +35,7 @@ def lists(tmp_path):
 @pytest.fixture(params=["plain", "hashed"])
 def any_lists(request, tmp_path):
     """A store whose lists are imported plain, or as keyed hashes (kept in a keys file)."""
-    store = ListStore(tmp_path / "lists.db", hash_keys={key_id(KEY): KEY} if request.param == "hashed" else None)
+    store = ListStore(tmp_path / "lists.db", hash_keys={hash_key_id(KEY): KEY} if request.param == "hashed" else None)
     yield store
     store.close()
 
@@ -352,6 +353,21 @@ def test_deltas_then_a_fold_keep_every_answer(any_lists):
     assert rows(lists) == [("b", False, "B2"), ("c", False, None), ("f", True, "F")]
 
 
+def test_the_fold_thresholds_are_the_stores_own(tmp_path):
+    lists = ListStore(tmp_path / "lists.db", fold_rows=3, fold_share=0.75)
+    try:
+        load(lists, "code\n" + "".join(f"{i:02d}\n" for i in range(10)))
+        delta(lists, 1, added=[("x", False, None), ("y", False, None)], removed=[])
+        assert lists.fold("travellers") == 0  # 2 overlay rows: below 3
+        delta(lists, 2, added=[("z", False, None)], removed=["00", "01", "02"])
+        assert lists.fold("travellers") == 0  # 6 overlay rows: above 3, below 75 % of the 10 entries
+        lists.fold_share = 0.25  # read at each fold
+        assert lists.fold("travellers") == 6 and rows(lists)[-3:] == [("x", False, None), ("y", False, None),
+                                                                      ("z", False, None)]
+    finally:
+        lists.close()
+
+
 def test_a_delta_that_names_a_code_twice_or_against_the_overlay_changes_nothing(any_lists):
     lists = any_lists
     load(lists, "code\na\nb\n")
@@ -443,7 +459,7 @@ def test_the_lookup_hash_equals_hmac_for_any_key_length(key):
 
 @pytest.fixture
 def hashed(tmp_path):
-    store = ListStore(tmp_path / "lists.db", hash_keys={key_id(KEY): KEY})
+    store = ListStore(tmp_path / "lists.db", hash_keys={hash_key_id(KEY): KEY})
     yield store
     store.close()
 
@@ -474,7 +490,7 @@ def test_a_hashed_list_with_a_code_twice_is_refused(any_lists):
 
 
 def test_a_snapshot_whose_hashes_are_out_of_order_is_refused(hashed, tmp_path):
-    building = hashed.new_file("travellers", 1, key_id(KEY))
+    building = hashed.new_file("travellers", 1, hash_key_id(KEY))
     with pytest.raises(ListError, match="out of order"):
         building.add([(b"b" * 16, False, None, None, None), (b"a" * 16, False, None, None, None)])
     building.abandon()
@@ -509,7 +525,7 @@ def test_a_damaged_or_missing_keys_file_makes_lookups_fail_as_a_damaged_database
     reader = ListStore(tmp_path / "lists.db", readonly=True, hash_keys=hashed.hash_keys)
     try:
         for _ in range(2):
-            with pytest.raises(sqlite3.DatabaseError, match="not a whole keys file|keeps disappearing"):
+            with pytest.raises(ListUnreadable, match="not a whole keys file|keeps disappearing"):
                 reader.lookup("a")  # the pipeline decides store-failure on it
         load(hashed, "code\na\n")  # the next version mends it
         assert [m.list_version for m in reader.lookup("a")] == [2]
@@ -572,3 +588,35 @@ def test_a_version_not_above_the_last_is_installed_only_when_allowed(lists, tmp_
     assert len(list((tmp_path / "lists.d").glob("*.db"))) == 1
     # The floor moved down with it: the next import is version 3.
     assert load(lists, "code\nnext\n").version == 3
+
+
+# ---- errors: SQLite's own reach a caller as ListError ---------------------------------------------
+def test_a_damaged_catalog_or_list_file_is_a_list_error(lists, tmp_path):
+    load(lists, "code\na\n")
+    [file] = (tmp_path / "lists.d").glob("travellers.*.db")
+    file.write_bytes(b"not a database" * 1000)
+    reader = ListStore(tmp_path / "lists.db", readonly=True)
+    try:
+        with pytest.raises(ListUnreadable, match="not a database"):
+            reader.lookup("a")  # the pipeline decides store-failure on it
+        with pytest.raises(ListError):
+            list(reader.entries("travellers"))
+    finally:
+        reader.close()
+    (tmp_path / "other.db").write_bytes(b"not a database" * 1000)
+    with pytest.raises(ListError, match="not a database"):
+        ListStore(tmp_path / "other.db")
+    assert issubclass(ListError, CheckpointError)
+
+
+def test_a_hash_key_file_is_read_or_refused_without_showing_the_key(tmp_path):
+    path = tmp_path / "hk"
+    path.write_text(KEY.hex() + "\n")
+    assert read_hash_key_file(path) == KEY and read_hash_key_file(str(path)) == KEY
+    for text in (KEY.hex()[:-2], "zz" * 32, "", KEY.hex() + "00"):
+        path.write_text(text)
+        with pytest.raises(ListError, match=f"hash key {path}: expected 64 hex digits") as caught:
+            read_hash_key_file(path)
+        assert text[:8] not in str(caught.value) or not text
+    with pytest.raises(ListError, match="cannot read it"):
+        read_hash_key_file(tmp_path / "missing")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from edge import lists as lists_module
 from edge.common.clock import wall_ms
 from edge.entries.store import EntryStore
 from edge.lists import ListStore, hash_code
@@ -66,8 +65,11 @@ def key():
 class Device:
     """A device's sync agent with its receiver, its config file and its store: what the daemon runs."""
 
-    def __init__(self, folder: Path, port: int, keys: list, device="dev1", extra="", window=4):
+    list_options = None  # passed on to the receiver's ListStore (fold_rows, fold_share)
+
+    def __init__(self, folder: Path, port: int, keys: list, device="dev1", extra="", window=4, list_options=None):
         self.folder, self.port, self.device = folder, port, device
+        self.list_options = list_options
         self.config = folder / "checkpoint.toml"
         folder.mkdir(parents=True, exist_ok=True)
         self.config.write_text(LOCAL.format(device=device, dir=folder / "state", port=port, extra=extra,
@@ -80,7 +82,7 @@ class Device:
         EntryStore(settings.store.entries_path).close()
         self.receiver = Receiver(settings.remote, device_id=self.device, prefix="checkpoint",
                                  config_path=self.config, lists_path=settings.store.lists_path,
-                                 on_config=self._reloaded)
+                                 on_config=self._reloaded, list_options=self.list_options)
         self.agent = SyncAgent(settings.sync, device_id=self.device, entries_path=settings.store.entries_path,
                                receiver=self.receiver)
         self.agent.start()
@@ -184,7 +186,8 @@ def test_config_override_applies_and_persists(device, hub):
     # The retained copies come again after a reconnect: identical, so nothing is applied or refused twice.
     device.stop()
     device.start()
-    time.sleep(1.5)
+    configs = {f"checkpoint/{t}/config" for t in ("all", "group/north", "dev1")}
+    wait_until(lambda: configs <= set(device.receiver.handled), what="the three retained configs handled again")
     assert device.reloads == 3 and device.rejected() is None
 
 
@@ -286,13 +289,13 @@ def csv_rows(codes, action="allow"):
     return "code,action\n" + "".join(f"{c},{action}\n" for c in codes)
 
 
-def test_list_snapshot_then_deltas_and_hashed_codes(tmp_path, broker, key, hub, monkeypatch, caplog):
+def test_list_snapshot_then_deltas_and_hashed_codes(tmp_path, broker, key, hub, caplog):
     caplog.set_level(logging.INFO, logger="checkpoint.remote")
-    monkeypatch.setattr(lists_module.delta, "FOLD_ROWS", 3)  # the delta's overlay is folded in after it, too
-    monkeypatch.setattr(lists_module.delta, "FOLD_SHARE", 0)
     hash_key = bytes(range(32))
     (tmp_path / "hk").write_text(hash_key.hex())
-    dev = Device(tmp_path / "dev1", broker.port, [key], extra=f'hash_key_file = "{tmp_path / "hk"}"').start()
+    # fold_rows=3: the delta's overlay is folded into the entries after it, too.
+    dev = Device(tmp_path / "dev1", broker.port, [key], extra=f'hash_key_file = "{tmp_path / "hk"}"',
+                 list_options={"fold_rows": 3, "fold_share": 0}).start()
     try:
         codes = [f"0792{i:08d}" for i in range(100_000)]
         push = hub.push_list("citizens", csv_rows(codes), hash_key=hash_key)

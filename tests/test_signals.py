@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -27,25 +27,41 @@ def test_timeline_shape():
         (0.25, "buzzer", False), (0.3, "buzzer", True), (0.32, "relay", False), (0.4, "buzzer", False)]
 
 
+def held_until(release: threading.Event, reached: threading.Event):
+    """An output hook that stops the signals thread as it switches the output on, until released."""
+    def hook(name, on):
+        if on:
+            reached.set()
+            assert release.wait(10)
+    return hook
+
+
+def switched_on(reached: threading.Event):
+    return lambda name, on: on and reached.set()
+
+
 def test_pattern_plays_without_blocking_and_ends_off():
-    outs = {"red": FakeOutput("red"), "buzzer": FakeOutput("buzzer")}
+    release, reached = threading.Event(), threading.Event()
+    outs = {"red": FakeOutput("red", on_change=held_until(release, reached)), "buzzer": FakeOutput("buzzer")}
     signaller = Signaller(outs, {"deny": {"red": Pulse(on_ms=60), "buzzer": Pulse(on_ms=10, off_ms=10, count=3)}})
-    started = time.monotonic()
     signaller.signal(Outcome.DENY)
-    assert time.monotonic() - started < 0.01  # signal() returns at once
+    # signal() returned while the pattern's first step is still held on the signals thread: it never waits.
+    assert reached.wait(10) and not signaller.wait_idle(0)
+    release.set()
     assert signaller.wait_idle(5)
     assert ons(outs["buzzer"]) == [False, True, False, True, False, True, False]
     assert ons(outs["red"]) == [False, True, False]
-    on_at, off_at = outs["red"].changes[1][0], outs["red"].changes[2][0]
-    assert off_at - on_at >= 0.055
+    # Steps play in the timeline's order: red (60 ms) goes off after the buzzer's last pulse (50 ms) ended.
+    assert outs["red"].changes[2][0] >= outs["buzzer"].changes[-1][0]
     signaller.close()
 
 
 def test_newer_decision_cuts_in_and_outputs_go_off_first():
-    outs = {"green": FakeOutput("green"), "red": FakeOutput("red")}
+    green_on = threading.Event()
+    outs = {"green": FakeOutput("green", on_change=switched_on(green_on)), "red": FakeOutput("red")}
     signaller = Signaller(outs, {"allow": {"green": Pulse(on_ms=5000)}, "deny": {"red": Pulse(on_ms=30)}})
     signaller.signal(Outcome.ALLOW)
-    time.sleep(0.05)
+    assert green_on.wait(10)
     signaller.signal(Outcome.DENY)
     assert signaller.wait_idle(2)
     assert ons(outs["green"]) == [False, True, False]
@@ -54,13 +70,14 @@ def test_newer_decision_cuts_in_and_outputs_go_off_first():
 
 
 def test_close_stops_a_long_pattern_at_once_and_leaves_everything_off():
-    relay = FakeOutput("relay")
+    relay_on = threading.Event()
+    relay = FakeOutput("relay", on_change=switched_on(relay_on))
     signaller = Signaller({"relay": relay}, {"allow": {"relay": Pulse(on_ms=60_000)}})
     signaller.signal(Outcome.ALLOW)
-    time.sleep(0.05)
-    started = time.monotonic()
+    assert relay_on.wait(10)
     signaller.close()
-    assert time.monotonic() - started < 0.5
+    # close() joins the signals thread for at most 2 s: had it kept waiting out the minute, it would be alive.
+    assert not signaller._thread.is_alive()
     assert relay.state is False and relay.closed
 
 

@@ -1,8 +1,6 @@
 """Entries in a real SQLite file: committed, ordered, purged; real failures held and written later."""
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from edge.common.clock import boot_id, mono_ns, wall_ms
@@ -44,15 +42,27 @@ def test_purge_keeps_sequence_numbers_unique(tmp_path):
     assert [(r["code"], r["seq"]) for r in rows(tmp_path / "entries.db")] == [("new", 2), ("newer", 3)]
 
 
+class Clock:
+    """A monotonic clock a test moves by hand: the store's retry wait passes at once."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_read_only_database_holds_entries_until_it_recovers(tmp_path):
-    store = EntryStore(tmp_path / "entries.db", retry_s=0.05)
+    clock = Clock()
+    store = EntryStore(tmp_path / "entries.db", retry_s=5, monotonic=clock)
     assert store.record(entry("before"))
     store.conn.execute("PRAGMA query_only = 1")  # SQLite now refuses every write, as on a read-only mount
     held = entry("during", decision="deny")
     assert store.record(entry("during")) is False
     store.hold(held)
     assert not store.healthy and "read-only" in store.error
-    time.sleep(0.06)
+    assert not store.retry()  # not before retry_s
+    clock.now += 5
     assert store.retry()  # reopened: the held entry is written, in order
     assert store.healthy and not store.backlog
     assert [r["code"] for r in rows(tmp_path / "entries.db")] == ["before", "during"]
@@ -76,7 +86,8 @@ def test_full_database(tmp_path):
 def test_not_a_database_at_start_is_a_clear_error_not_a_crash(tmp_path):
     path = tmp_path / "entries.db"
     path.write_bytes(b"this is not a database, it is a shopping list\n" * 100)
-    store = EntryStore(path, retry_s=0.05)
+    clock = Clock()
+    store = EntryStore(path, retry_s=5, monotonic=clock)
     assert not store.healthy and "corrupt or not a SQLite database" in store.error
     assert store.record(entry()) is False
     with pytest.raises(StoreError, match="corrupt or not a SQLite database"):
@@ -84,18 +95,15 @@ def test_not_a_database_at_start_is_a_clear_error_not_a_crash(tmp_path):
     # The operator moves the file aside: the store recovers on its own and writes what it held.
     store.hold(entry("held"))
     path.rename(tmp_path / "entries.db.bad")
-    time.sleep(0.06)
+    clock.now += 5
     assert store.retry()
     assert [r["code"] for r in rows(path)] == ["held"]
 
 
-def test_backlog_is_bounded(tmp_path, monkeypatch):
-    import edge.entries.store as store_module
-
-    monkeypatch.setattr(store_module, "BACKLOG_LIMIT", 3)
+def test_backlog_is_bounded(tmp_path):
     path = tmp_path / "entries.db"
     path.write_bytes(b"garbage" * 1000)
-    store = EntryStore(path)
+    store = EntryStore(path, backlog_limit=3)
     for i in range(5):
         store.hold(entry(f"e{i}"))
     assert [e.code for e in store.backlog] == ["e2", "e3", "e4"] and store.dropped == 2

@@ -119,7 +119,8 @@ def test_entries_reach_the_hub_once_and_are_marked_synced(tmp_path, broker, back
         wait_until(lambda: len(hub_rows(url)) == 1200, what="hub rows")
         assert_exactly_once(url, path)
         row = hub_rows(url)[0]
-        assert (row["code"], row["decision"], row["list_name"], row["list_version"]) == ("c000000000000", "allow", "people", 3)
+        assert (row["code"], row["decision"], row["list_name"], row["list_version"]) == (
+            "c000000000000", "allow", "people", 3)
         assert abs(row["clock_offset_ms"]) < 5000
         # The agent restarts having lost its memory of what was acknowledged: resent, never stored twice.
         agent.stop()
@@ -163,12 +164,14 @@ def test_retained_status_and_offline_will(tmp_path, broker):
     watcher.connect("127.0.0.1", broker.port)
     watcher.subscribe("checkpoint/+/status", qos=1)
     watcher.loop_start()
+    proc = None
     try:
         proc = subprocess.Popen([sys.executable, "-c", (
-            "import sys, time; sys.path.insert(0, %r)\n"
+            f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
             "from edge.settings.schema import SyncSettings\nfrom sync.device.agent import SyncAgent\n"
-            "a = SyncAgent(SyncSettings(enabled=True, host='127.0.0.1', port=%d, keepalive_s=5), device_id='dev9',"
-            " entries_path=%r)\na.start()\ntime.sleep(60)") % (str(ROOT), broker.port, str(path))])
+            f"a = SyncAgent(SyncSettings(enabled=True, host='127.0.0.1', port={broker.port}, keepalive_s=5), "
+            f"device_id='dev9', entries_path={str(path)!r})\na.start()\nsys.stdin.read()")],
+            stdin=subprocess.PIPE)  # it runs until killed, or until this test's end closes its stdin
         wait_until(lambda: seen.get("checkpoint/dev9/status", {}).get("state") == "online", 90, "online status")
         status = seen["checkpoint/dev9/status"]
         assert status["outbox"]["depth"] == 0 and status["device"] == "dev9"
@@ -176,6 +179,9 @@ def test_retained_status_and_offline_will(tmp_path, broker):
         proc.wait()
         wait_until(lambda: seen["checkpoint/dev9/status"].get("state") == "offline", timeout=60, what="last will")
     finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
         watcher.loop_stop()
         watcher.disconnect()
     # Retained: a newcomer learns the device's state at once.
@@ -198,7 +204,7 @@ def test_broker_down_while_10000_entries_are_recorded(tmp_path, hub_url):
     agent = agent_for(path, broker.port)
     try:
         record(store, 10_000)
-        time.sleep(1)
+        wait_until(lambda: agent.connect_failures >= 1, what="the agent tried the broker, and found none")
         assert unsynced(path) == 10_000 and agent.state["synced"] == 0
         broker.start()
         collector = InProcessCollector(hub_url, broker.port)
@@ -216,20 +222,18 @@ def test_broker_restarts_in_the_middle_of_a_stream(tmp_path, broker, hub_url):
     store = EntryStore(path)
     collector = InProcessCollector(hub_url, broker.port)
     agent = agent_for(path, broker.port)
-    done = threading.Event()
 
     def scanning():
         for i in range(60):
             record(store, 50, prefix=f"r{i}-")
-            time.sleep(0.05)
-        done.set()
+            time.sleep(0.05)  # the pace of scanning (the scenario): whatever it is, every entry arrives once
 
     writer = threading.Thread(target=scanning)
     writer.start()
     try:
-        time.sleep(0.7)
+        wait_until(lambda: hub_rows(hub_url), what="the stream flowing to the hub")
         broker.stop()
-        time.sleep(1.0)
+        wait_until(lambda: not agent.connected.is_set(), what="the device saw the broker go")
         broker.start()
         writer.join()
         wait_until(lambda: unsynced(path) == 0, timeout=60, what="outbox drained")
@@ -248,11 +252,13 @@ def test_network_cut_and_restored(tmp_path, broker, hub_url):
     agent = agent_for(path, proxy.port, keepalive_s=5)
     try:
         for round_ in range(4):
+            synced = agent.state["synced"]
             record(store, 500, prefix=f"n{round_}-")
-            time.sleep(0.1)
+            # Some of the round on its way when the network goes: cut mid-stream.
+            wait_until(lambda before=synced: agent.state["synced"] > before, what="some of the round on its way")
             proxy.cut()
             record(store, 250, prefix=f"m{round_}-")
-            time.sleep(0.8)
+            wait_until(lambda: not agent.connected.is_set(), what="the device saw the network go")
             proxy.restore()
         wait_until(lambda: unsynced(path) == 0, timeout=90, what="outbox drained")
         wait_until(lambda: len(hub_rows(hub_url)) == 3000, timeout=30, what="hub rows")
@@ -293,7 +299,7 @@ def test_tls_client_certificates_and_the_acl_template(tmp_path, pki, hub_url):
     try:
         wait_until(lambda: unsynced(path_a) == 0, what="device A synced")
         wait_until(lambda: agent_b.state["refused"] > 0, what="device B refused")
-        time.sleep(1.5)
+        wait_until(lambda: agent_b.state["refused"] >= 80, what="device B refused again after retry_refused_s")
         assert unsynced(path_b) == 40  # nothing marked synced without a successful PUBACK
         assert "refused" in agent_b.state["last_error"] and "authori" in agent_b.state["last_error"].lower()
         assert agent_b.status()["last_error"] == agent_b.state["last_error"]
@@ -319,7 +325,10 @@ def test_wrong_certificate_authority_is_refused(tmp_path, pki, hub_url):
     agent = agent_for(path, broker.tls_port, device="devA", tls=True, ca_file=str(pki / "ca.crt"),
                       cert_file=str(device / "devA.crt"), key_file=str(device / "devA.key"))
     try:
-        time.sleep(2)
+        # TLS 1.3: the broker refuses the client's certificate after the client's side of the handshake, by
+        # closing the connection (paho: a disconnect), or during it (paho: a failed connection).
+        wait_until(lambda: agent.connect_failures or agent.state["connection"] == "offline",
+                   what="the broker refusing the device's certificate")
         assert not agent.connected.is_set() and unsynced(path) == 5
     finally:
         agent.stop()
@@ -412,24 +421,35 @@ def _collector_process(url: str, port: int, client_id: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def _subscribed(broker: Broker, proc: subprocess.Popen, client_id: str) -> bool:
+    if proc.poll() is not None:
+        raise AssertionError(f"{client_id} exited: {proc.stdout.read()}")
+    return f"Received SUBSCRIBE from {client_id}" in broker.log()
+
+
 def test_two_collectors_on_a_shared_subscription_one_killed(tmp_path, broker, pg_url):
+    # Started together on an empty database: both make the hub's tables at once (one at a time, by a lock).
     first = _collector_process(pg_url, broker.port, "collector-a")
     second = _collector_process(pg_url, broker.port, "collector-b")
+    wait_until(lambda: _subscribed(broker, first, "collector-a"), what="collector-a subscribed")
     path = tmp_path / "dev" / "entries.db"
     store = EntryStore(path)
     agent = agent_for(path, broker.port, batch_max_entries=50)
     try:
-        time.sleep(1.5)
+        wait_until(lambda: _subscribed(broker, second, "collector-b"), what="collector-b subscribed")
+        wait_until(agent.connected.is_set, what="device connected")
         for i in range(20):
             record(store, 200, prefix=f"s{i}-")
             if i == 8:
                 first.kill()  # mid-stream, possibly mid-batch
                 first.wait()
-            time.sleep(0.05)
+            time.sleep(0.05)  # the pace of scanning (the scenario): whatever it is, every entry arrives once
         wait_until(lambda: unsynced(path) == 0, timeout=60, what="outbox drained")
         first = _collector_process(pg_url, broker.port, "collector-a")  # its session's unacked batches return
         wait_until(lambda: len(hub_rows(pg_url)) == 4000, timeout=60, what="hub rows")
-        time.sleep(1)
+        for proc in (first, second):  # stopped: whatever a collector had yet to commit is in (or never will be)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(patience(10))
         assert_exactly_once(pg_url, path)
     finally:
         agent.stop()
@@ -474,10 +494,10 @@ def test_daemon_sigkilled_20_times_while_scanning_and_syncing(tmp_path, broker, 
             fd = os.open(fifo, os.O_WRONLY)
             for i in range(rng.randint(1, 30)):
                 os.write(fd, f"run{run}-{i}\n".encode())
-                if rng.random() < 0.3:
+                if rng.random() < 0.3:  # jitter that interleaves scans and batches (the scenario, any length)
                     time.sleep(rng.uniform(0, 0.05))
             os.close(fd)
-            time.sleep(rng.uniform(0.0, 0.8))
+            time.sleep(rng.uniform(0.0, 0.8))  # killed at a random moment (the scenario): any length is correct
             proc.kill()
             proc.wait()
         # One last, undisturbed run sends whatever is left.

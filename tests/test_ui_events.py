@@ -189,8 +189,10 @@ def test_manual_entry_and_review_answers_run_on_the_pipeline_thread(tmp_path, ma
         newest = ui.recent(1)[0]
         assert (newest["id"], newest["ref_id"], newest["officer"], newest["code"]) == (
             answer["id"], reviewed["id"], "Officer Bình", "OK-1")
-        for entry_id, answer_word, refused in [(reviewed["id"], "deny", "answered"), (typed["id"], "allow", "not-review"),
-                                              ("no-such-id", "deny", "not-found"), (reviewed["id"], "maybe", "bad-answer")]:
+        for entry_id, answer_word, refused in [(reviewed["id"], "deny", "answered"),
+                                              (typed["id"], "allow", "not-review"),
+                                              ("no-such-id", "deny", "not-found"),
+                                              (reviewed["id"], "maybe", "bad-answer")]:
             with pytest.raises(ActionRefused) as caught:
                 ui.review(entry_id, answer_word, "Officer An")
             assert caught.value.reason == refused

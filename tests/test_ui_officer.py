@@ -431,7 +431,7 @@ def test_officer_screenshots(appliance, tmp_path):
             if width == 1280:
                 a.scan("OK-1", "stranger-42", "BAN-1", "OK-2", "OK-1")
             wait(driver, lambda d: any("waiting" in r["state"] for r in rows(d)), "the review")
-            wait_until(lambda: len(rows(driver)) == 5, what="five rows")
+            wait_until(lambda driver=driver: len(rows(driver)) == 5, what="five rows")
             driver.save_screenshot(str(folder / f"officer-{width}x{height}.png"))
         finally:
             close_browser(driver)

@@ -1,12 +1,18 @@
 """Outputs by driver name: `gpio`, `console`, `fake`."""
 from __future__ import annotations
 
+from typing import Any
+
 from drivers.outputs.base import Output, OutputError
 
 __all__ = ["Output", "OutputError", "open_output"]
 
 
-def open_output(name: str, settings) -> Output:
+def open_output(name: str, settings: Any) -> Output:
+    """Build the output a config's [outputs.<name>] table names.
+
+    settings: the table as edge.settings.schema parsed it (GpioOutput, ConsoleOutput, FakeOutput), validated
+    there; typed Any because the settings are a layer above the drivers, which may not import them."""
     driver = settings.driver
     if driver == "gpio":
         from drivers.outputs.gpio import GpioOutput

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+from edge.common.errors import CheckpointError
 
-class OutputError(Exception):
-    """An output that cannot be driven; library exceptions are translated into this."""
+
+class OutputError(CheckpointError):
+    """An output that cannot be driven; library exceptions (RPi.GPIO's, the OS's) are translated into this
+    where they are caught, so the signals never see them."""
 
 
 class Output(ABC):

@@ -6,7 +6,7 @@ import sys
 import threading
 from typing import TextIO
 
-from drivers.outputs.base import Output
+from drivers.outputs.base import Output, OutputError
 
 COLOURS = {"green": "32", "red": "31", "yellow": "33", "blue": "34", "white": "37"}
 _lock = threading.Lock()  # one line at a time, whichever output speaks
@@ -27,5 +27,8 @@ class ConsoleOutput(Output):
         if self.stream.isatty():
             text = f"\x1b[1;{COLOURS[self.colour]}m{text}\x1b[0m"
         with _lock:
-            self.stream.write(text + "\n")
-            self.stream.flush()
+            try:
+                self.stream.write(text + "\n")
+                self.stream.flush()
+            except (OSError, ValueError) as exc:  # a closed terminal or pipe (ValueError: a closed file)
+                raise OutputError(f"output {self.name}: cannot write to the terminal: {exc}") from exc

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from drivers.outputs.base import Output
+from drivers.outputs.base import Output, OutputError
 
 
 class FakeOutput(Output):
@@ -33,11 +33,14 @@ class FakeOutput(Output):
             self.changes.append((now, on))
             if self._record_to:
                 line = json.dumps({"t": now, "output": self.name, "on": on}) + "\n"
-                fd = os.open(self._record_to, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
                 try:
-                    os.write(fd, line.encode())
-                finally:
-                    os.close(fd)
+                    fd = os.open(self._record_to, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                    try:
+                        os.write(fd, line.encode())
+                    finally:
+                        os.close(fd)
+                except OSError as exc:
+                    raise OutputError(f"output {self.name}: cannot record to {self._record_to}: {exc}") from exc
 
     def close(self) -> None:
         super().close()

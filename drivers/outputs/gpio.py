@@ -2,19 +2,21 @@
 from __future__ import annotations
 
 import threading
+from types import ModuleType
 
 from drivers.outputs.base import Output, OutputError
 
 _setup_lock = threading.Lock()
 
 
-def _gpio():
+def _gpio() -> ModuleType:
     try:
         import RPi.GPIO as GPIO  # imported here only: the rest of the appliance runs anywhere
     except (ImportError, RuntimeError) as exc:
         raise OutputError(f"RPi.GPIO is not available ({exc}); install the [pi] extra, or rpi-lgpio on a "
                           "Raspberry Pi 5, or use driver = \"console\"") from exc
-    return GPIO
+    module: ModuleType = GPIO  # RPi.GPIO ships no types
+    return module
 
 
 class GpioOutput(Output):

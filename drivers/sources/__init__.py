@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from drivers.sources.base import Frame, Source, SourceError, TextScan
 from drivers.sources.camera import FrameSource
@@ -12,8 +13,11 @@ from drivers.sources.lines import LinesSource
 __all__ = ["Frame", "Source", "SourceError", "TextScan", "open_source"]
 
 
-def open_source(settings, *, max_line: int) -> Source:
-    """Build (not start) the source a config's [source] table names."""
+def open_source(settings: Any, *, max_line: int) -> Source:
+    """Build (not start) the source a config's [source] table names.
+
+    settings: the table as edge.settings.schema parsed it (ReplaySource, OpenCVSource, ...), validated there;
+    typed Any because the settings are a layer above the drivers, which may not import them."""
     kind = settings.type
     if kind == "replay":
         return FrameSource(replay_reader(settings.path), name=f"replay:{Path(settings.path).name}",
@@ -24,10 +28,10 @@ def open_source(settings, *, max_line: int) -> Source:
     if kind == "picamera2":
         from drivers.sources.picamera import PiCameraReader
 
-        reader = PiCameraReader(camera=settings.camera, width=settings.width, height=settings.height,
+        camera = PiCameraReader(camera=settings.camera, width=settings.width, height=settings.height,
                                 fps=settings.fps, autofocus=settings.autofocus, lens_position=settings.lens_position,
                                 exposure_value=settings.exposure_value)
-        return FrameSource(reader, name=f"picamera2:{settings.camera}", live=True, stall_s=settings.stall_s)
+        return FrameSource(camera, name=f"picamera2:{settings.camera}", live=True, stall_s=settings.stall_s)
     if kind == "hid":
         from drivers.sources.hid import HidScannerSource
 

@@ -5,14 +5,16 @@ import statistics
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Union
+from dataclasses import dataclass
 
 import numpy as np
 
+from edge.common.errors import CheckpointError
 
-class SourceError(Exception):
-    """A source that cannot be opened or read; library exceptions are translated into this."""
+
+class SourceError(CheckpointError):
+    """A source that cannot be opened or read; library exceptions (OpenCV, pyserial, evdev, picamera2, the
+    OS's) are translated into this where they are caught, so the pipeline never sees them."""
 
 
 @dataclass(slots=True)
@@ -28,7 +30,7 @@ class TextScan:
     t_ns: int
 
 
-Item = Union[Frame, TextScan]
+Item = Frame | TextScan
 
 
 @dataclass
@@ -37,7 +39,6 @@ class SourceStats:
     dropped: int = 0
     state: str = "starting"
     last_ns: int = 0  # monotonic time of the newest item
-    extra: dict = field(default_factory=dict)
 
 
 class Source(ABC):
@@ -52,14 +53,14 @@ class Source(ABC):
         self.stats = SourceStats()
         self.finished = False
 
-    def start(self) -> None:
+    def start(self) -> None:  # noqa: B027 -- a hook: a source with nothing to open keeps this one
         """Open the device or file; raises SourceError."""
 
     @abstractmethod
     def get(self, timeout: float) -> Item | None:
         """The next frame or text scan, or None when nothing came within timeout seconds."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 -- a hook: a source holding nothing keeps this one
         """Release the device; must return promptly and may be called twice."""
 
     def problem(self, now_ns: int) -> str | None:

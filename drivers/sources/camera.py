@@ -4,12 +4,32 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Protocol
+
+import numpy as np
 
 from drivers.sources.base import Frame, LatestSlot, Source, SourceError
-from drivers.sources.frames import CaptureReader, ImageFilesReader
+from edge.common.backoff import Backoff
 from edge.common.clock import mono_ns
 
 log = logging.getLogger("checkpoint.source")
+
+
+class FrameReader(Protocol):
+    """What FrameSource runs: frames.CaptureReader, frames.ImageFilesReader, picamera.PiCameraReader.
+    open() and read() raise SourceError; read() gives None at the end of a file or when a camera gave nothing."""
+
+    def open(self) -> None: ...
+
+    def read(self) -> np.ndarray | None: ...
+
+    def rewind(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    @property
+    def frame_interval_s(self) -> float | None:
+        """A camera's own frame interval (what it was set to or reports), None for files."""
 
 
 class FrameSource(Source):
@@ -21,12 +41,14 @@ class FrameSource(Source):
     fps == 0: a replay pulled by the pipeline itself, every frame decoded, none dropped.
     """
 
-    def __init__(self, reader: CaptureReader | ImageFilesReader, *, name: str, fps: float = 0.0,
-                 loop: bool = False, live: bool = False, max_backoff_s: float = 30.0, stall_s: float = 5.0):
+    def __init__(self, reader: FrameReader, *, name: str, fps: float = 0.0,
+                 loop: bool = False, live: bool = False, backoff: Backoff | None = None, stall_s: float = 5.0):
         super().__init__()
         self.reader, self.name, self.fps, self.loop, self.live = reader, name, fps, loop, live
-        self.max_backoff_s = max_backoff_s
+        # between a lost camera's attempts to reopen it
+        self.backoff = backoff if backoff is not None else Backoff(initial=0.5, maximum=30.0)
         self.stall_ns = int(stall_s * 1e9)
+        self._started_ns = 0
         self._slot = LatestSlot(self.stats)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -54,7 +76,7 @@ class FrameSource(Source):
             self.finished = True
         return frame
 
-    def _next_image(self):
+    def _next_image(self) -> np.ndarray | None:
         try:
             image = self.reader.read()
             if image is None and self.loop and not self.live:
@@ -65,7 +87,7 @@ class FrameSource(Source):
             return None
         return image
 
-    def _frame(self, image) -> Frame:
+    def _frame(self, image: np.ndarray) -> Frame:
         self._index += 1
         return Frame(image, mono_ns(), self._index)
 
@@ -85,11 +107,12 @@ class FrameSource(Source):
         paced at fps: 1/fps. A replay pulled by the pipeline: None, frames come as fast as decoding goes."""
         if self.live:
             measured = self._slot.interval_s()
-            return measured if measured is not None else getattr(self.reader, "frame_interval_s", None)
+            return measured if measured is not None else self.reader.frame_interval_s
         return 1.0 / self.fps if self.fps > 0 else None
 
     def problem(self, now_ns: int) -> str | None:
-        if self.live and self.stats.state == "ok" and now_ns - max(self.stats.last_ns, self._started_ns) > self.stall_ns:
+        since_ns = now_ns - max(self.stats.last_ns, self._started_ns)
+        if self.live and self.stats.state == "ok" and since_ns > self.stall_ns:
             return f"camera {self.name} delivered no frame for {(now_ns - self.stats.last_ns) / 1e9:.0f} s"
         return super().problem(now_ns)
 
@@ -115,7 +138,6 @@ class FrameSource(Source):
             self._stop.wait(max(0.0, due - time.monotonic()))
 
     def _run_live(self) -> None:
-        backoff = 0.5
         while not self._stop.is_set():
             try:
                 image = self.reader.read() if self.stats.state == "ok" else None
@@ -123,21 +145,20 @@ class FrameSource(Source):
                 log.warning("camera %s: %s", self.name, exc)
                 image = None
             if image is not None:
-                backoff = 0.5
+                self.backoff.reset()
                 self._slot.put(self._frame(image))
                 continue
             if self.stats.state == "ok":
                 log.warning("camera %s delivered no frame; reopening", self.name)
             self.stats.state = "reopening"
             self.reader.close()
-            if self._stop.wait(backoff):
+            if self._stop.wait(self.backoff.next()):
                 return
-            backoff = min(backoff * 2, self.max_backoff_s)
             try:
                 self.reader.open()
             except SourceError as exc:
                 self.stats.state = "missing"
-                log.warning("camera %s: %s; retrying in %.1f s", self.name, exc, backoff)
+                log.warning("camera %s: %s; retrying in %.1f s", self.name, exc, self.backoff.step())
             else:
                 self.stats.state = "ok"
                 log.info("camera %s reopened", self.name)

@@ -12,9 +12,13 @@ from __future__ import annotations
 import errno
 import logging
 import select
+from collections.abc import Iterable
+from types import ModuleType
+from typing import Protocol
 
 from drivers.sources.base import SourceError
 from drivers.sources.lines import TextSource
+from edge.common.backoff import Backoff
 
 log = logging.getLogger("checkpoint.source")
 
@@ -30,7 +34,33 @@ SHIFTS = ("KEY_LEFTSHIFT", "KEY_RIGHTSHIFT")
 TERMINATOR_KEYS = {"enter": ("KEY_ENTER", "KEY_KPENTER"), "tab": ("KEY_TAB",)}
 
 
-def keymap(ecodes) -> dict[int, tuple[str, str]]:
+# What this driver uses of evdev's classes (evdev ships no types).
+class KeyEvent(Protocol):
+    type: int
+    code: int
+    value: int  # 1 down, 0 up, 2 auto-repeat
+
+
+class DeviceInfo(Protocol):
+    vendor: int
+    product: int
+
+
+class InputDevice(Protocol):
+    name: str
+    info: DeviceInfo
+    fd: int
+
+    def read(self) -> Iterable[KeyEvent]: ...
+
+    def grab(self) -> None: ...
+
+    def ungrab(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def keymap(ecodes: ModuleType) -> dict[int, tuple[str, str]]:
     """Key code -> (plain, shifted) character, from the evdev module's own constants."""
     table: dict[str, tuple[str, str]] = {f"KEY_{c.upper()}": (c, c.upper()) for c in "abcdefghijklmnopqrstuvwxyz"}
     for plain, shifted, names in _ROWS:
@@ -43,7 +73,7 @@ def keymap(ecodes) -> dict[int, tuple[str, str]]:
 class KeyDecoder:
     """Key events in, finished scans out. Key-down events only; auto-repeat and key-up are not typing."""
 
-    def __init__(self, ecodes, terminator: str = "enter", max_line: int = 4096):
+    def __init__(self, ecodes: ModuleType, terminator: str = "enter", max_line: int = 4096):
         self.ev_key = ecodes.EV_KEY
         self.keys = keymap(ecodes)
         self.shifts = {getattr(ecodes, name) for name in SHIFTS}
@@ -52,7 +82,7 @@ class KeyDecoder:
         self.shift = False
         self.text: list[str] = []
 
-    def feed(self, event) -> bytes | None:
+    def feed(self, event: KeyEvent) -> bytes | None:
         if event.type != self.ev_key:
             return None
         if event.code in self.shifts:
@@ -72,15 +102,15 @@ class KeyDecoder:
 class HidScannerSource(TextSource):
     def __init__(self, *, device: str | None = None, name: str | None = None, vendor: int | None = None,
                  product: int | None = None, terminator: str = "enter", grab: bool = True, max_line: int,
-                 max_backoff_s: float = 10.0):
-        super().__init__(max_line=max_line, max_backoff_s=max_backoff_s,
+                 backoff: Backoff | None = None):
+        super().__init__(max_line=max_line, backoff=backoff,
                          name=f"hid:{device or name or f'{vendor or 0:04x}:{product or 0:04x}'}")
         self.match = (device, name, vendor, product)
         self.terminator, self.grab = terminator, grab
-        self._evdev = None
-        self._device = None
+        self._evdev: ModuleType | None = None
+        self._device: InputDevice | None = None
 
-    def _module(self):
+    def _module(self) -> ModuleType:
         if self._evdev is None:
             try:
                 import evdev  # imported by the driver that needs it: Linux input devices
@@ -89,13 +119,16 @@ class HidScannerSource(TextSource):
             self._evdev = evdev
         return self._evdev
 
-    def _find(self):
+    def _find(self) -> InputDevice:
         evdev = self._module()
         path, name, vendor, product = self.match
-        candidates = [path] if path else evdev.list_devices()
+        try:
+            candidates = [path] if path else evdev.list_devices()
+        except OSError as exc:  # /dev/input unreadable
+            raise SourceError(f"cannot list input devices: {exc.strerror or exc}") from exc
         for candidate in candidates:
             try:
-                device = evdev.InputDevice(candidate)
+                device: InputDevice = evdev.InputDevice(candidate)
             except OSError:
                 continue
             if path or ((name is None or name.lower() in device.name.lower())
@@ -122,13 +155,14 @@ class HidScannerSource(TextSource):
         self._start_thread()
 
     def _run(self) -> None:
-        decoder = KeyDecoder(self._evdev.ecodes, self.terminator, self.max_line)
+        ecodes = self._module().ecodes
+        decoder = KeyDecoder(ecodes, self.terminator, self.max_line)
         while not self._stop.is_set():
             if self._device is None:
                 self._device = self.reconnect(self._find)
                 if self._device is None:
                     continue
-                decoder = KeyDecoder(self._evdev.ecodes, self.terminator, self.max_line)  # no half-typed scan
+                decoder = KeyDecoder(ecodes, self.terminator, self.max_line)  # no half-typed scan
             try:
                 ready, _, _ = select.select([self._device.fd], [], [], 0.2)
                 if not ready:

@@ -12,14 +12,18 @@ import threading
 import time
 from abc import abstractmethod
 from collections import deque
+from collections.abc import Callable
+from typing import TypeVar
 
 from drivers.sources.base import Source, SourceError, TextScan
+from edge.common.backoff import Backoff
 from edge.common.clock import mono_ns
 from edge.common.textsafe import for_log
 
 log = logging.getLogger("checkpoint.source")
 
 CHUNK = 65536
+Device = TypeVar("Device")
 
 
 class LineSplitter:
@@ -37,7 +41,7 @@ class LineSplitter:
         self._discarding = False
 
     def feed(self, data: bytes) -> list[bytes]:
-        lines = []
+        lines: list[bytes] = []
         start = 0
         for end in (match.start() for match in self._terminator.finditer(data)):
             self._take(data[start:end])
@@ -65,10 +69,11 @@ class TextSource(Source):
     """A source of text scans read by a thread of its own: whole lines, queued, never dropped (each one
     is a traveller). A subclass's _run() reads; emit() hands lines over; finish() ends a finite source."""
 
-    def __init__(self, *, max_line: int, name: str, max_backoff_s: float = 10.0):
+    def __init__(self, *, max_line: int, name: str, backoff: Backoff | None = None):
         super().__init__()
-        self.max_line, self.name, self.max_backoff_s = max_line, name, max_backoff_s
-        self._backoff = 0.5
+        self.max_line, self.name = max_line, name
+        # between attempts to find a device that went away
+        self.backoff = backoff if backoff is not None else Backoff(initial=0.5, maximum=10.0)
         self._queue: queue.Queue[TextScan | None] = queue.Queue(maxsize=10_000)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -81,18 +86,18 @@ class TextSource(Source):
     def _run(self) -> None:
         """Read until stopped, handing whole lines to emit()."""
 
-    def reconnect(self, connect):
-        """For a device that went away: wait the current backoff (doubling up to max_backoff_s), try
+    def reconnect(self, connect: Callable[[], Device]) -> Device | None:
+        """For a device that went away: wait the backoff's next wait (growing to its maximum), try
         connect() once; the device, or None (not there yet, or stopping)."""
-        if self._stop.wait(self._backoff):
+        if self._stop.wait(self.backoff.next()):
             return None
-        self._backoff = min(self._backoff * 2, self.max_backoff_s)
         try:
             device = connect()
         except SourceError:
             return None
         log.info("%s connected", self.name)
-        self.stats.state, self._backoff = "ok", 0.5
+        self.stats.state = "ok"
+        self.backoff.reset()
         return device
 
     def emit(self, lines: list[bytes]) -> None:
@@ -147,9 +152,9 @@ class LinesSource(Source):
         self._ended = False
 
     def _open(self) -> int:
-        if self.path == "-":
-            return os.dup(sys.stdin.fileno())
         try:
+            if self.path == "-":
+                return os.dup(sys.stdin.fileno())
             mode = os.stat(self.path).st_mode
             if stat.S_ISFIFO(mode) and self.follow_fifo:
                 # Held open read-write, the FIFO never reports end-of-file when a writer goes away,
@@ -157,7 +162,7 @@ class LinesSource(Source):
                 return os.open(self.path, os.O_RDWR | os.O_NONBLOCK)
             return os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
         except OSError as exc:
-            raise SourceError(f"cannot open {self.path}: {exc.strerror}") from None
+            raise SourceError(f"cannot open {self.path}: {exc.strerror or exc}") from None
 
     def start(self) -> None:
         self._fd = self._open()

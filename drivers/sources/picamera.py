@@ -7,11 +7,23 @@ because a phone screen is the brightest thing in the frame and a blown-out scree
 """
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
 from drivers.sources.base import SourceError
 
 AF_MANUAL, AF_CONTINUOUS = 0, 2  # libcamera's AfModeEnum values
+
+
+class Camera(Protocol):
+    """What this driver uses of an open picamera2.Picamera2 (picamera2 ships no types)."""
+
+    def capture_array(self, name: str) -> np.ndarray: ...
+
+    def stop(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class PiCameraReader:
@@ -22,10 +34,10 @@ class PiCameraReader:
                  exposure_value: float = -1.0):
         self.camera, self.size, self.fps = camera, (width, height), fps
         self.autofocus, self.lens_position, self.exposure_value = autofocus, lens_position, exposure_value
-        self._cam = None
+        self._cam: Camera | None = None
 
-    def controls(self) -> dict:
-        controls = {"FrameRate": self.fps, "ExposureValue": self.exposure_value}
+    def controls(self) -> dict[str, float]:
+        controls: dict[str, float] = {"FrameRate": self.fps, "ExposureValue": self.exposure_value}
         if self.autofocus == "continuous":
             controls["AfMode"] = AF_CONTINUOUS
         elif self.lens_position is not None:

@@ -6,9 +6,14 @@ Survives unplugging: a read error closes the port, and it is reopened with backo
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from drivers.sources.base import SourceError
 from drivers.sources.lines import LineSplitter, TextSource
+from edge.common.backoff import Backoff
+
+if TYPE_CHECKING:
+    from serial import Serial
 
 log = logging.getLogger("checkpoint.source")
 
@@ -17,13 +22,13 @@ TERMINATORS = {"cr": b"\r", "lf": b"\n", "crlf": b"\r\n", "tab": b"\t"}
 
 class SerialScannerSource(TextSource):
     def __init__(self, port: str, *, baudrate: int = 9600, terminator: str = "crlf", max_line: int,
-                 max_backoff_s: float = 10.0):
-        super().__init__(max_line=max_line, name=f"serial:{port}", max_backoff_s=max_backoff_s)
+                 backoff: Backoff | None = None):
+        super().__init__(max_line=max_line, name=f"serial:{port}", backoff=backoff)
         self.port, self.baudrate = port, baudrate
         self.terminators = TERMINATORS[terminator]
-        self._serial = None
+        self._serial: Serial | None = None
 
-    def _open(self):
+    def _open(self) -> Serial:
         try:
             import serial  # pyserial, imported by the driver that needs it
         except ImportError as exc:

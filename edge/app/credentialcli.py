@@ -23,26 +23,28 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from edge.common.errors import CheckpointError
 from edge.common.textsafe import for_log
 from edge.credentials import Trust, evaluate, read, trustfile
 from edge.credentials.model import Category, Credential, CredentialFailure, Verdict
 from edge.credentials.passes import PassKeyError, trusted_keys
 from edge.credentials.rules import dcc_rules, gate_rule
 from edge.credentials.settings import DccRules
-from edge.credentials.trust import TrustList, TrustListError, load_trust_list
+from edge.credentials.trust import MAX_FILE_BYTES, TrustList, TrustListError, load_trust_list
 
 ACCEPTED, REJECTED, FAILED, USAGE = 0, 3, 1, 2
 DEFAULT_CONFIG = os.environ.get("CHECKPOINT_CONFIG", "/etc/checkpoint/checkpoint.toml")
 MAX_LIST_BYTES = 256 * 1024 * 1024
 
 
-class _Failure(Exception):
-    pass
+class _Failure(CheckpointError):
+    """A file or a config this command cannot use: one line on stderr."""
 
 
-def add_arguments(subparsers) -> None:
+def add_arguments(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds `credential verify` and `credential show` to a `checkpoint` command line."""
     group = subparsers.add_parser("credential", help="verify or show a credential (EU certificate, pass, ID card)")
     actions = group.add_subparsers(dest="credential_command", required=True, metavar="ACTION")
@@ -116,7 +118,7 @@ def _hash(line: str, path: str) -> bytes:
         raise _Failure(f"{for_log(path)}: {for_log(line, 60)} is neither hex nor base64") from exc
 
 
-def _trust(args) -> Trust:
+def _trust(args: argparse.Namespace) -> Trust:
     dsc = load_trust_list(args.trust) if args.trust else TrustList()
     for line in dsc.skipped:
         print(f"checkpoint: trust list: {for_log(line)}", file=sys.stderr)
@@ -135,18 +137,18 @@ def _iso(ms: int | None) -> str | None:
         return str(ms)
 
 
-def describe(credential: Credential) -> dict:
+def describe(credential: Credential) -> dict[str, object]:
     return {"format": credential.format, "id": credential.subject_id, "type": credential.kind,
             "holder": {"name": credential.holder.name, "date_of_birth": credential.holder.date_of_birth},
             "valid_from": _iso(credential.valid_from_ms), "valid_until": _iso(credential.valid_until_ms),
             "issuer": credential.issuer}
 
 
-def verdict_json(verdict: Verdict | None) -> dict:
+def verdict_json(verdict: Verdict | None) -> dict[str, object]:
     if verdict is None:
         return {"verdict": "reject", "reason": Category.MALFORMED.value, "format": "plain",
                 "detail": "not a credential of any supported format"}
-    out = {"verdict": "accept" if verdict.accepted else "reject", "reason": verdict.category.value,
+    out: dict[str, object] = {"verdict": "accept" if verdict.accepted else "reject", "reason": verdict.category.value,
            "detail": verdict.detail, "format": verdict.format}
     if verdict.rule:
         out["rule"] = verdict.rule
@@ -157,7 +159,7 @@ def verdict_json(verdict: Verdict | None) -> dict:
     return out
 
 
-def _print(obj: dict, as_json: bool) -> None:
+def _print(obj: Mapping[str, object], as_json: bool) -> None:
     if as_json:
         print(json.dumps(obj, ensure_ascii=False))
         return
@@ -168,7 +170,7 @@ def _print(obj: dict, as_json: bool) -> None:
             print(f"{key}: {for_log(value, 400)}")
 
 
-def cmd_verify(args) -> int:
+def cmd_verify(args: argparse.Namespace) -> int:
     try:
         at_ms = _at_ms(args.at)
     except argparse.ArgumentTypeError as exc:
@@ -188,7 +190,7 @@ def cmd_verify(args) -> int:
     return ACCEPTED if verdict is not None and verdict.accepted else REJECTED
 
 
-def cmd_show(args) -> int:
+def cmd_show(args: argparse.Namespace) -> int:
     parsed = read(_payload(args.payload))
     if parsed is None:
         _print({"format": "plain", "detail": "not a credential of any supported format"}, args.json)
@@ -200,7 +202,7 @@ def cmd_show(args) -> int:
     return ACCEPTED
 
 
-def _trust_path(config: str):
+def _trust_path(config: str) -> Path:
     """Where this device keeps its trust list: [credentials.dcc] trust_list, else trust.json beside the
     database. Raises _Failure for a config that cannot be loaded."""
     from edge.settings.layers import load_settings
@@ -216,14 +218,14 @@ def _trust_path(config: str):
     return Path(dcc.trust_list) if dcc.trust_list else trustfile.default_path(settings.store.dir)
 
 
-def cmd_trust_import(args) -> int:
+def cmd_trust_import(args: argparse.Namespace) -> int:
     if args.version is not None and not 1 <= args.version <= 2**53:
         print("checkpoint: --version: a whole number from 1", file=sys.stderr)
         return USAGE
     try:
         path = _trust_path(args.config)
         with open(args.file, "rb") as f:
-            data = f.read(trustfile.MAX_FILE_BYTES + 1)
+            data = f.read(MAX_FILE_BYTES + 1)
         meta = trustfile.store(data, path, now_ms=time.time_ns() // 1_000_000, version=args.version,
                                source=Path(args.file).name[:200])
         skipped = load_trust_list(data).skipped
@@ -244,7 +246,7 @@ def cmd_trust_import(args) -> int:
     return 0
 
 
-def cmd_trust_status(args) -> int:
+def cmd_trust_status(args: argparse.Namespace) -> int:
     try:
         path = _trust_path(args.config)
         meta = trustfile.read_meta(path)
@@ -267,8 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     top = argparse.ArgumentParser(prog="checkpoint", description="Credentials verified offline.")
     add_arguments(top.add_subparsers(dest="command", required=True, metavar="COMMAND"))
     args = top.parse_args(argv)
+    command: Callable[[argparse.Namespace], int] = args.func
     try:
-        return args.func(args)
+        return command(args)
     except BrokenPipeError:
         return 0
 

@@ -1,33 +1,26 @@
-"""The daemon's lifecycle: build the pipeline from settings, run it, reload on SIGHUP, stop on SIGTERM."""
+"""The daemon's lifecycle: run the pipeline built from settings (edge/app/parts.py), reload on SIGHUP, stop
+on SIGTERM, watch its health and tell systemd.
+"""
 from __future__ import annotations
 
 import gc
 import logging
 import os
 import signal
-import sqlite3
 import sys
 import time
-from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib import metadata
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 
-from drivers.outputs import Output, OutputError, open_output
-from drivers.sources import Source, SourceError, open_source
-from edge.app.health import MISSING_LIST, disk, problems
-from edge.app.logkey import load_or_create as load_log_key
+from edge.app.errors import StartError
+from edge.app.health import MISSING_LIST, problems
 from edge.app.notify import Notifier
-from edge.app.pipeline import Pipeline
-from edge.app.signals import Signaller
-from edge.common.clock import boot_id, mono_ns, wall_ms
+from edge.app.parts import Parts, build, close, start_agent, take_snapshot
+from edge.app.pipeline import Scan
+from edge.common.clock import mono_ns, wall_ms
 from edge.common.statefile import write_json
 from edge.common.textsafe import for_log
-from edge.decode.debounce import Debouncer
-from edge.decode.reader import make_decoder
-from edge.entries.store import EntryStore
-from edge.lists import ListStore
-from edge.rules.policy import Policy, clock_for, stale_lists
 from edge.settings.layers import load_settings
 from edge.settings.schema import ConfigError, Settings
 from edge.ui.link import UILink
@@ -48,223 +41,15 @@ UMASK = 0o027
 GIL_SWITCH_S = 0.001
 
 
-class StartError(Exception):
-    """The daemon cannot start with these settings (source or outputs unavailable)."""
-
-
-class _UnreadableLists:
-    """Stands in while lists.db cannot be opened: every lookup fails, so every scan is a store-failure
-    (deny) rather than a decision taken against lists that are not there."""
-
-    def __init__(self, path: Path, error: Exception):
-        self.path, self.error = path, error
-
-    generation = None  # no stamp to watch: Policy.missing_lists asks infos() each time, which fails alike
-
-    def lookup(self, code, names=None):
-        raise sqlite3.DatabaseError(f"{self.path}: {self.error}")
-
-    def infos(self):
-        raise sqlite3.DatabaseError(f"{self.path}: {self.error}")
-
-    def release_old_snapshot(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def open_lists(path: Path, hash_key_file: str | None = None):
-    from sync.device.remote import read_hash_key
-
-    try:
-        return ListStore(path, hash_keys=read_hash_key(hash_key_file))
-    except (sqlite3.Error, ValueError, OSError) as exc:
-        log.error("LISTS UNREADABLE at %s: %s; every scan is denied until it is replaced", path, exc)
-        return _UnreadableLists(path, exc)
-
-
-def open_outputs(settings: Settings) -> dict[str, Output]:
-    outputs: dict[str, Output] = {}
-    try:
-        for name, output_settings in settings.outputs.items():
-            outputs[name] = open_output(name, output_settings)
-    except OutputError as exc:
-        for output in outputs.values():
-            output.close()
-        raise StartError(str(exc)) from None
-    return outputs
-
-
-def open_started_source(settings: Settings) -> Source:
-    try:
-        source = open_source(settings.source, max_line=settings.decoder.max_payload_bytes + 1)
-        source.start()
-    except SourceError as exc:
-        raise StartError(f"source: {exc}") from None
-    return source
-
-
-@dataclass
-class Parts:
-    settings: Settings
-    source: Source | None
-    signaller: Signaller | None
-    store: EntryStore | None
-    lists: object
-    pipeline: Pipeline
-    agent: object = None  # sync.device.agent.SyncAgent when [sync] is enabled
-    snapshot: dict = field(default_factory=dict)  # for the sync agent's status, refreshed by the daemon
-    problems: list[str] = field(default_factory=list)
-
-
-@lru_cache(maxsize=1)
-def software_version() -> str:
-    try:
-        return metadata.version("checkpoint")
-    except metadata.PackageNotFoundError:
-        return "dev"
-
-
-def take_snapshot(parts: Parts) -> dict:
-    """The daemon's state for the hub, computed on the pipeline's thread (which owns these objects)."""
-    decision, now = parts.settings.decision, wall_ms()
-    try:
-        infos = parts.lists.infos()
-    except (sqlite3.Error, AttributeError):
-        infos = []
-    ages = {i.name: {"version": i.version, "age_h": round((now - i.imported_ms) / 3_600_000, 2),
-                     "max_age_h": decision.max_age_h(i.name)} for i in infos if decision.consults(i.name)}
-    trusted = parts.pipeline.clock.trusted()
-    stale = stale_lists(decision, infos, now) if trusted else []  # an untrusted clock cannot say
-    try:
-        missing = parts.pipeline.policy.missing_lists()
-    except (sqlite3.Error, OSError, AttributeError):
-        missing = []  # lists that cannot be read at all are reported as that, when opened
-    source, store = parts.source, parts.store
-    return {
-        "versions": {"software": software_version(), "config": parts.settings.version,
-                     "lists": {i.name: i.version for i in infos}},
-        "mode": decision.mode,
-        "source": {"name": source.name, "state": source.stats.state, "delivered": source.stats.delivered,
-                   "dropped": source.stats.dropped} if source else None,
-        "store": {"healthy": store.healthy, "error": store.error, "held": len(store.backlog),
-                  "disk": disk(parts.settings.store.entries_path.parent)} if store else None,
-        "decoder": {"type": parts.settings.decoder.type,  # reads each second pass added since start
-                    "second_pass_reads": dict(getattr(parts.pipeline.decoder, "recovered", {}))},
-        "clock": {"state": parts.pipeline.clock.state, "trusted": trusted, "wall_ms": now},
-        "lists": ages, "stale_lists": stale, "missing_lists": missing, "problems": parts.problems,
-        "trust": step.trust_status(now) if (step := getattr(parts.pipeline.policy, "credentials", None)) else None,
-        "scans": parts.pipeline.scans, "boot_id": boot_id(), "state": "running",
-    }
-
-
-def build(settings: Settings, old: Parts | None = None, on_scan=None, config_path: Path | None = None,
-          on_config=lambda: None) -> Parts:
-    """Wire a pipeline; parts whose settings did not change are carried over from `old`.
-
-    A part of `old` that had to be closed is set to None there, so a build that fails half-way can be
-    followed by one with the old settings that reopens exactly what was closed.
-    """
-    def keep(part, *keys) -> bool:
-        return (old is not None and part is not None
-                and all(getattr(old.settings, key) == getattr(settings, key) for key in keys))
-
-    if old is not None and old.agent is not None and not keep(old.agent, "sync", "device", "store", "remote"):
-        old.agent.stop()
-        old.agent = None
-    if keep(old and old.store, "store"):
-        store, lists = old.store, old.lists
-    else:
-        if old is not None and old.store is not None:
-            old.store.close()
-            old.lists.close()
-            old.store = old.lists = None
-        # At start (no old parts) the database is checked, and a corrupt one set aside.
-        store = EntryStore(settings.store.entries_path, retry_s=settings.store.retry_s, check=old is None)
-        lists = open_lists(settings.store.lists_path, settings.remote.hash_key_file)
-    if keep(old and old.signaller, "outputs", "signals"):
-        signaller = old.signaller
-    else:
-        if old is not None and old.signaller is not None:
-            old.signaller.close()  # the old outputs go to their safe state before new ones take the pins
-            old.signaller = None
-        signaller = Signaller(open_outputs(settings), settings.signals)
-    if keep(old and old.source, "source", "decoder"):
-        source = old.source
-    else:
-        if old is not None and old.source is not None:
-            old.source.close()  # a camera can be opened by one reader at a time
-            old.source = None
-        try:
-            source = open_started_source(settings)
-        except StartError:
-            if signaller is not (old and old.signaller):
-                signaller.close()  # free the pins for the rebuild that follows
-            raise
-    # The second passes' budget follows what the camera's frame rate leaves ([decoder] budget = "frame").
-    decoder = make_decoder(settings.decoder.type, settings.decoder.budget_ms, budget=settings.decoder.budget,
-                           frame_interval_s=lambda: source.frame_interval_s)
-    carried = old is not None and old.pipeline.store is store
-    log_key = old.pipeline.log_key if carried else load_log_key(settings.store.entries_path.parent)
-    pipeline = Pipeline(
-        source=source, decoder=decoder, debouncer=Debouncer(settings.decoder.debounce_ms * 1_000_000),
-        policy=Policy.for_settings(settings, lists, store.last_allowed),
-        store=store, signaller=signaller, device_id=settings.device.id, config_version=settings.version,
-        max_payload_bytes=settings.decoder.max_payload_bytes, log_codes=settings.log.codes, on_scan=on_scan,
-        log_key=log_key,
-        clock=old.pipeline.clock if old is not None and keep(store, "clock") else
-        clock_for(settings, store.newest_wall_ms()))
-    pipeline.clock.check(wall_ms(), mono_ns())  # judged now, not first at the next scan
-    parts = Parts(settings, source, signaller, store, lists, pipeline)
-    parts.snapshot = take_snapshot(parts)
-    if old is not None and old.agent is not None:
-        parts.agent = old.agent
-        parts.agent.status_extra = lambda: parts.snapshot
-    elif settings.sync.enabled:
-        parts.agent = start_agent(settings, parts, config_path, on_config)
-    return parts
-
-
-def start_agent(settings: Settings, parts: Parts, config_path: Path | None, on_config):
-    from sync.device.agent import SyncAgent
-    from sync.device.remote import Receiver
-    from sync.wire.mqtt import SyncConfigError
-
-    try:
-        receiver = None
-        if settings.remote.enabled and config_path is not None:
-            receiver = Receiver(settings.remote, device_id=settings.device.id, prefix=settings.sync.topic_prefix,
-                                config_path=config_path, lists_path=settings.store.lists_path, on_config=on_config,
-                                trust_path=Path(settings.credentials.dcc.trust_list)
-                                if settings.credentials.dcc.trust_list else None)
-        agent = SyncAgent(settings.sync, device_id=settings.device.id, entries_path=settings.store.entries_path,
-                          status=lambda: parts.snapshot, receiver=receiver)
-        agent.start()
-    except (SyncConfigError, OSError, ValueError, sqlite3.Error) as exc:
-        # Scanning goes on without sync: entries wait in the outbox until the config is fixed.
-        log.error("SYNC NOT STARTED: %s; entries stay in the outbox", exc)
-        return None
-    return agent
-
-
-def close(parts: Parts) -> None:
-    if parts.agent is not None:
-        parts.agent.stop()
-    parts.source.close()
-    parts.signaller.close()
-    parts.store.close()
-    parts.lists.close()
-
-
 class Daemon:
-    def __init__(self, config_path: str | Path, settings: Settings, *, on_scan=None):
+    def __init__(self, config_path: str | Path, settings: Settings, *,
+                 on_scan: Callable[[Scan], None] | None = None):
         self.config_path = Path(config_path)
         self.ui = UILink()
         self._agent_paused = False  # sync stopped while a deleted database file is recovered
-        self.on_scan = self._scanned if on_scan is None else lambda scan: (self._scanned(scan), on_scan(scan))
-        self.parts = build(settings, on_scan=self.on_scan, config_path=self.config_path,
-                           on_config=self.request_reload)
+        self._also_on_scan = on_scan
+        self.parts: Parts = build(settings, on_scan=self.on_scan, config_path=self.config_path,
+                                  on_config=self.request_reload)
         self.notifier = Notifier()
         self._stop = False
         self._reload = False
@@ -274,14 +59,16 @@ class Daemon:
         self._last_ping = 0.0
         self._status_written = 0.0
 
-    def _scanned(self, scan) -> None:
+    def on_scan(self, scan: Scan) -> None:
         if self.ui.active:
             self.ui.on_scan(scan)  # one bounded queue put: a browser never delays the gate
+        if self._also_on_scan is not None:
+            self._also_on_scan(scan)
 
-    def request_stop(self, *_args) -> None:
+    def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         self._stop = True
 
-    def request_reload(self, *_args) -> None:
+    def request_reload(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         self._reload = True
 
     def reload(self) -> None:

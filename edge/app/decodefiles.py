@@ -8,31 +8,28 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from drivers.sources.base import SourceError
-from drivers.sources.frames import (
-    IMAGE_SUFFIXES,
-    CaptureReader,
-    ImageError,
-    os_reason,
-    read_image,
-)
+from drivers.sources.frames import CaptureReader, file_reader
+from drivers.sources.imagefiles import ImageError, os_reason
 from edge.common.images import MAX_IMAGE_PIXELS
 from edge.common.model import Code
 from edge.decode.debounce import Debouncer
 from edge.decode.reader import Decoder
 
+Found = dict[str, str | int | float | None]  # one line of output: text, hex, and in a video frame and time_s
 
-def _found(code: Code, **extra) -> dict:
-    return {"text": code.text, "hex": code.data.hex(), **extra}
+
+def _found(code: Code, **where: int | float) -> Found:
+    return {"text": code.text, "hex": code.data.hex(), **where}
 
 
 def decode_path(path: str, decoder: Decoder, *, debounce_ms: int = 1500,
-                max_pixels: int = MAX_IMAGE_PIXELS) -> Iterator[dict]:
+                max_pixels: int = MAX_IMAGE_PIXELS) -> Iterator[Found]:
     """Codes in one file; raises OSError when it is not a readable image or video (missing, a symbolic link
     loop, cut short, corrupt, over the pixel cap), with the reason as its strerror.
 
-    Images and videos are read as the replay source reads them (drivers/sources/frames.py), caps and all.
-    In a video the same code in consecutive frames is reported once (debounced on the video's own
-    timeline); nothing is debounced across files.
+    The file is read by the replay source's own readers (drivers/sources/frames.py), caps and all. In a
+    video the same code in consecutive frames is reported once (debounced on the video's own timeline);
+    nothing is debounced across files.
     """
     target = Path(path)
     try:
@@ -41,15 +38,7 @@ def decode_path(path: str, decoder: Decoder, *, debounce_ms: int = 1500,
         raise OSError(exc.errno, os_reason(exc)) from None
     if not stat.S_ISREG(mode):
         raise OSError(errno.EINVAL, "not a file")
-    if target.suffix.lower() in IMAGE_SUFFIXES:
-        try:
-            image = read_image(target, max_pixels=max_pixels)
-        except ImageError as exc:
-            raise OSError(errno.EINVAL, str(exc)) from None
-        for code in decoder.decode(image):
-            yield _found(code)
-        return
-    reader = CaptureReader(str(target), max_pixels=max_pixels)
+    reader = file_reader(target, max_pixels=max_pixels, skip_bad=False)
     try:
         try:
             reader.open()
@@ -57,6 +46,14 @@ def decode_path(path: str, decoder: Decoder, *, debounce_ms: int = 1500,
             raise OSError(errno.EINVAL, str(exc)) from None
         except SourceError:
             raise OSError(errno.EINVAL, "not a readable image or video") from None
+        if not isinstance(reader, CaptureReader):  # an image: one frame, no timeline
+            try:
+                image = reader.read()
+            except ImageError as exc:
+                raise OSError(errno.EINVAL, str(exc)) from None
+            for code in decoder.decode(image) if image is not None else ():
+                yield _found(code)
+            return
         fps = reader.native_fps or 30.0
         debouncer = Debouncer(debounce_ms * 1_000_000)
         index = 0
@@ -65,6 +62,8 @@ def decode_path(path: str, decoder: Decoder, *, debounce_ms: int = 1500,
                 frame = reader.read()
             except ImageError as exc:
                 raise OSError(errno.EINVAL, f"frame {index}: {exc}") from None
+            except SourceError:
+                raise OSError(errno.EINVAL, f"frame {index}: not readable") from None
             if frame is None:
                 break
             t_ns = int(index / fps * 1e9)

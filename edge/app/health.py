@@ -5,24 +5,17 @@ that takes no entry): systemd then restarts the daemon. The others are degraded 
 """
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge.common.clock import mono_ns
+
+if TYPE_CHECKING:
+    from edge.app.parts import Parts
 
 MISSING_LIST = "missing list: "  # the daemon logs these at ERROR: a scan may be denied for it
 
 
-def disk(path: Path) -> dict:
-    try:
-        usage = shutil.disk_usage(path)
-    except OSError as exc:
-        return {"error": str(exc)}
-    return {"free_mb": usage.free // 2**20, "total_mb": usage.total // 2**20,
-            "free_percent": round(100 * usage.free / usage.total, 1) if usage.total else 0.0}
-
-
-def problems(parts) -> tuple[list[str], list[str]]:
+def problems(parts: Parts) -> tuple[list[str], list[str]]:
     """(blocking problems, degraded states) of a running pipeline, with its fresh snapshot."""
     blocking, degraded = [], []
     now = mono_ns()

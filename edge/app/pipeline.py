@@ -5,6 +5,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from drivers.sources import Frame, Source
 from edge.app.logkey import KEY_BYTES, code_hash
@@ -75,7 +76,7 @@ class Pipeline:
                       decision.list_version, self.config_version, clock, **({"officer": officer} if officer else {}))
         return self._commit(entry, decision, arrived_ns, entry.code)
 
-    def answer(self, reviewed: dict, outcome: Outcome, officer: str) -> Scan:
+    def answer(self, reviewed: dict[str, Any], outcome: Outcome, officer: str) -> Scan:
         """An officer's answer to a review: a new entry that references the reviewed one, committed and
         signalled as a scan is (Allow drives the gate)."""
         now_ms, now_ns = wall_ms(), mono_ns()

@@ -8,11 +8,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from drivers.outputs import Output, OutputError
 from edge.common.model import Outcome
-from edge.settings.schema import Pulse
+from edge.settings.schema import OutcomeName, Pulse
 
 log = logging.getLogger("checkpoint.signals")
 
@@ -30,7 +30,7 @@ def timeline(pattern: Mapping[str, Pulse]) -> list[Step]:
 
 
 class Signaller:
-    def __init__(self, outputs: Mapping[str, Output], patterns: Mapping[str, Mapping[str, Pulse]]):
+    def __init__(self, outputs: Mapping[str, Output], patterns: Mapping[OutcomeName, Mapping[str, Pulse]]):
         self.outputs = dict(outputs)
         self.timelines = {Outcome(name): timeline(p) for name, p in patterns.items()}
         self._cond = threading.Condition()
@@ -64,7 +64,7 @@ class Signaller:
         except Exception:  # a driver bug must not silence the gate for every later decision
             log.exception("output %s failed", name)
 
-    def _all_off(self, names=None) -> None:
+    def _all_off(self, names: Iterable[str] | None = None) -> None:
         for name in names if names is not None else self.outputs:
             self._set(name, False)
 
@@ -75,7 +75,7 @@ class Signaller:
                     self._busy = False
                     self._cond.notify_all()
                     self._cond.wait()
-                if self._stop:
+                if self._stop or self._pending is None:
                     return
                 steps, self._pending, self._busy = self._pending, None, True
             self._play(steps)
@@ -100,7 +100,7 @@ class Signaller:
             self._stop = True
             self._cond.notify_all()
         self._thread.join(timeout=2)
-        for name, output in self.outputs.items():
+        for output in self.outputs.values():
             try:
                 output.close()
             except OutputError as exc:

@@ -8,6 +8,8 @@ from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+from edge.common.errors import UsageError
+
 _BOOTTIME = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
 
 
@@ -58,10 +60,32 @@ def parse_instant(text: str, zone: str, *, end_of_day: bool = False) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def parse_since(text: str, zone: str, now_ms: int | None = None) -> int:
-    """--since: an ISO date/date-time, or a span back from now such as 15m, 2h, 7d."""
+class TimeSpanError(UsageError, ValueError):
+    """A --since that is neither an instant nor a span (a ValueError too, for argparse type= callers)."""
+
+
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_INT64 = range(-2**63, 2**63)  # what SQLite can compare a time with
+
+
+def parse_span(text: str) -> int | None:
+    """A span such as 90s, 15m, 2h or 7d in seconds; None when text is not written as one."""
     match = _RELATIVE.match(text.strip())
-    if match:
-        span = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-        return (wall_ms() if now_ms is None else now_ms) - span * 1000
-    return parse_instant(text, zone)
+    return int(match.group(1)) * _SECONDS[match.group(2)] if match else None
+
+
+def parse_since(text: str, zone: str, now_ms: int | None = None) -> int:
+    """--since for the device and the hub alike: an ISO date/date-time (no offset: zone), or a span back
+    from now such as 15m, 2h, 7d, as epoch milliseconds; TimeSpanError for anything else."""
+    span = parse_span(text)
+    try:
+        if span is not None:
+            since = (wall_ms() if now_ms is None else now_ms) - span * 1000
+        else:
+            since = parse_instant(text, zone)
+    except (ValueError, OverflowError) as exc:
+        raise TimeSpanError(f"{text[:60]!r} is neither an ISO date or date-time nor a span such as 2h or 7d") \
+            from exc
+    if since not in _INT64:
+        raise TimeSpanError(f"{text[:60]!r} is too far back to compare")
+    return since

@@ -43,6 +43,6 @@ def examine(code: Code, max_bytes: int) -> tuple[str, bool]:
     """
     text = code.text
     ok = bool(code.data) and len(code.data) <= max_bytes and text is not None and text.strip() != ""
-    if ok and not has_bad_control(text):
+    if ok and text is not None and not has_bad_control(text):
         return text, False
     return escape(code.data[:max_bytes]), True

@@ -11,13 +11,16 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
+
+from edge.common.errors import CheckpointError
 
 log = logging.getLogger("checkpoint.state")
 
 MODE = 0o640
 
 
-class StateFileError(Exception):
+class StateFileError(CheckpointError):
     """A state file that exists but cannot be used (unreadable, not JSON, not a JSON object)."""
 
 
@@ -56,7 +59,7 @@ def write_private(path: Path, data: bytes, *, mode: int = MODE, durable: bool = 
         raise
 
 
-def write_json(path: Path, data: dict, *, mode: int = MODE) -> bool:
+def write_json(path: Path, data: dict[str, Any], *, mode: int = MODE) -> bool:
     """Replace path with data as JSON, durably; False (and a warning) when it cannot be written."""
     try:
         write_private(path, json.dumps(data, indent=1, ensure_ascii=False).encode("utf-8"), mode=mode)
@@ -66,7 +69,7 @@ def write_json(path: Path, data: dict, *, mode: int = MODE) -> bool:
         return False
 
 
-def read_json(path: Path) -> dict | None:
+def read_json(path: Path) -> dict[str, Any] | None:
     """The JSON object in path; None when there is no such file; StateFileError when it cannot be used."""
     path = Path(path)
     try:

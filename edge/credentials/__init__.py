@@ -1,9 +1,10 @@
 """Credentials verified offline: EU digital COVID certificates, the appliance's signed passes, ID cards.
 
-Every format is a module with the same three functions:
+Every format is a module with one FORMAT (formats.Format): its name, and
 
     recognise(payload: str) -> bool
-    parse(payload: str) -> Credential | CredentialFailure
+    a parser (payload, ParseOptions) -> Credential, raising CredentialError (Format.parse turns that into
+        a CredentialFailure)
     verify(credential, trust: Trust, at_ms: int) -> Verdict
 
 `read` and `evaluate` below pick the format. A payload no enabled format recognises is a plain code:
@@ -13,8 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from edge.credentials import cccd, dcc, passes, plain
+from edge.credentials import cccd, dcc, passes
 from edge.credentials.context import Trust
+from edge.credentials.formats import Format, ParseOptions
 from edge.credentials.model import (
     Category,
     Credential,
@@ -26,30 +28,27 @@ from edge.credentials.model import (
 from edge.credentials.rules import Rule, check
 from edge.credentials.trust import TrustList, TrustListError, load_trust_list
 
-FORMATS = {dcc.NAME: dcc, passes.NAME: passes, cccd.NAME: cccd}
+FORMATS = {f.name: f for f in (dcc.FORMAT, passes.FORMAT, cccd.FORMAT)}  # tried in this order
 ALL_FORMATS = tuple(FORMATS)
 
-__all__ = ["ALL_FORMATS", "Category", "Credential", "CredentialFailure", "FORMATS", "Holder", "Trust",
+__all__ = ["ALL_FORMATS", "Category", "Credential", "CredentialFailure", "FORMATS", "Format", "Holder", "Trust",
            "TrustList", "TrustListError", "Verdict", "evaluate", "format_of", "load_trust_list", "read",
            "verify"]
 
 
-def format_of(payload: str, formats: Iterable[str] = ALL_FORMATS):
-    """The module of the first enabled format that recognises the payload, or `plain`."""
+def format_of(payload: str, formats: Iterable[str] = ALL_FORMATS) -> Format | None:
+    """The first enabled format that recognises the payload; None: a plain code."""
     for name in formats:
-        module = FORMATS[name]
-        if module.recognise(payload):
-            return module
-    return plain
+        if FORMATS[name].recognise(payload):
+            return FORMATS[name]
+    return None
 
 
 def read(payload: str, formats: Iterable[str] = ALL_FORMATS, *, keep_address: bool = False
          ) -> Credential | CredentialFailure | None:
     """Parse without verifying; None for a plain code."""
-    module = format_of(payload, formats)
-    if module is cccd:
-        return cccd.parse(payload, keep_address=keep_address)
-    return module.parse(payload)
+    found = format_of(payload, formats)
+    return None if found is None else found.parse(payload, ParseOptions(keep_address=keep_address))
 
 
 def verify(credential: Credential, trust: Trust, at_ms: int) -> Verdict:

@@ -6,13 +6,15 @@ above 255 is refused, not wrapped), which matters for text that arrives from any
 """
 from __future__ import annotations
 
+from edge.credentials.errors import CredentialError
+
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 _INVALID = 0xFF
 _VALUES = bytes(ALPHABET.index(chr(c)) if chr(c) in ALPHABET else _INVALID for c in range(256))
 
 
-class Base45Error(ValueError):
-    pass
+class Base45Error(CredentialError):
+    """Text that is not Base45."""
 
 
 def encode(data: bytes) -> str:

@@ -18,11 +18,11 @@ import re
 import unicodedata
 
 from edge.credentials.context import Trust
+from edge.credentials.formats import Format, ParseOptions
 from edge.credentials.model import (
     Category,
     Credential,
     CredentialError,
-    CredentialFailure,
     Holder,
     Verdict,
     refused,
@@ -59,13 +59,6 @@ def recognise(payload: str) -> bool:
     return _RECOGNISE.match(payload) is not None
 
 
-def parse(payload: str, *, keep_address: bool = False) -> Credential | CredentialFailure:
-    try:
-        return _parse(payload, keep_address)
-    except CredentialError as exc:
-        return CredentialFailure(NAME, exc.category, str(exc))
-
-
 def _date(text: str, what: str) -> dt.date:
     if not re.fullmatch(r"[0-9]{8}", text):
         raise CredentialError(f"ID card: {what} is not DDMMYYYY")
@@ -75,7 +68,7 @@ def _date(text: str, what: str) -> dt.date:
         raise CredentialError(f"ID card: {what} is not a date") from exc
 
 
-def _parse(payload: str, keep_address: bool) -> Credential:
+def _parse(payload: str, options: ParseOptions) -> Credential:
     if len(payload) > MAX_PAYLOAD_CHARS:
         raise CredentialError("ID card: too long")
     fields = payload.split("|")
@@ -109,7 +102,7 @@ def _parse(payload: str, keep_address: bool) -> Credential:
     claims = {"sex": sex, "issued": issued.isoformat(), "province": PROVINCES[number[:3]]}
     if old_id:
         claims["old_id"] = old_id
-    if keep_address:
+    if options.keep_address:
         claims["address"] = unicodedata.normalize("NFC", address).strip()
     start = dt.datetime.combine(issued, dt.time(), VIETNAM)
     return Credential(format=NAME, subject_id=number, kind="id-card", holder=Holder(name, dob.isoformat()),
@@ -118,9 +111,12 @@ def _parse(payload: str, keep_address: bool) -> Credential:
 
 def verify(credential: Credential, trust: Trust, at_ms: int) -> Verdict:
     """No signature to check: the card's number is well formed; only the deny list can refuse it."""
-    if at_ms < credential.valid_from_ms:
+    if credential.valid_from_ms is not None and at_ms < credential.valid_from_ms:  # the parser sets it
         return refused(credential, Category.NOT_YET_VALID, "issued after the time of the check")
     if trust.denied(credential.subject_id):
         return refused(credential, Category.REVOKED, "the ID number is deny-listed")
     return Verdict(NAME, Category.VALID, "well-formed ID card (not signed: it proves nothing by itself)",
                    credential)
+
+
+FORMAT = Format(NAME, recognise, _parse, verify)

@@ -31,19 +31,19 @@ _ECDSA = ec.ECDSA(hashes.SHA256())
 @dataclass(frozen=True, slots=True)
 class Sign1:
     protected_bytes: bytes
-    protected: Mapping
-    unprotected: Mapping
+    protected: Mapping[object, object]
+    unprotected: Mapping[object, object]
     payload: bytes
     signature: bytes
 
-    def header(self, label: int):
+    def header(self, label: int) -> object:
         """A header parameter: the protected header first, the unprotected one only when it is absent there."""
         if label in self.protected:
             return self.protected[label]
         return self.unprotected.get(label)
 
     @property
-    def alg(self):
+    def alg(self) -> object:
         return self.header(ALG_LABEL)
 
     @property
@@ -82,7 +82,7 @@ def decode_sign1(data: bytes) -> Sign1:
     return Sign1(protected_bytes, protected, unprotected, payload, signature)
 
 
-def key_fits(alg, key) -> bool:
+def key_fits(alg: object, key: object) -> bool:
     if alg == ES256:
         return isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)
     if alg == PS256:
@@ -90,20 +90,22 @@ def key_fits(alg, key) -> bool:
     return False
 
 
-def verify(sign1: Sign1, alg, key) -> bool:
+def verify(sign1: Sign1, alg: object, key: object) -> bool:
     """True when `key` signed this message with `alg`; False for a wrong signature or a key that does not fit."""
     if not key_fits(alg, key):
         return False
     data = sign1.to_be_signed()
     try:
-        if alg == ES256:
+        if isinstance(key, ec.EllipticCurvePublicKey):  # ES256, as key_fits said
             sig = sign1.signature
             if len(sig) != 64:
                 return False
             key.verify(encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")),
                        data, _ECDSA)
-        else:
+        elif isinstance(key, rsa.RSAPublicKey):  # PS256
             key.verify(sign1.signature, data, _PSS, hashes.SHA256())
+        else:
+            return False
     except (InvalidSignature, ValueError):
         return False
     return True

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from edge.common.textsafe import for_log
 from edge.credentials import cbor, cose
 from edge.credentials.context import Trust
+from edge.credentials.formats import Format, ParseOptions
 from edge.credentials.model import (
     Category,
     Credential,
     CredentialError,
-    CredentialFailure,
     Holder,
     Verdict,
     prefixed_base45,
@@ -49,14 +49,7 @@ def recognise(payload: str) -> bool:
     return payload.startswith(PREFIX)
 
 
-def parse(payload: str) -> Credential | CredentialFailure:
-    try:
-        return _parse(payload)
-    except CredentialError as exc:
-        return CredentialFailure(NAME, exc.category, str(exc))
-
-
-def _parse(payload: str) -> Credential:
+def _parse(payload: str, options: ParseOptions) -> Credential:
     data = prefixed_base45(payload, PREFIX, MAX_PAYLOAD_CHARS)
     if data[:1] == b"\x78":  # a zlib header; the specification also allows the CWT uncompressed
         data = _inflate(data)
@@ -116,7 +109,7 @@ def _inflate(data: bytes) -> bytes:
     return out
 
 
-def _text(value, what: str, *, required: bool = False) -> str:
+def _text(value: object, what: str, *, required: bool = False) -> str:
     if value is None and not required:
         return ""
     if not isinstance(value, str) or not value.strip() and required:
@@ -150,10 +143,10 @@ def verify(credential: Credential, trust: Trust, at_ms: int) -> Verdict:
     if credential.kind not in signer.may_sign:
         return refused(credential, Category.KEY_USAGE, f"the signer may not sign {credential.kind} "
                        f"certificates (it may sign: {', '.join(sorted(signer.may_sign))})", signer=signer.name)
-    if at_ms < credential.valid_from_ms:
+    if credential.valid_from_ms is not None and at_ms < credential.valid_from_ms:  # the parser sets both
         return refused(credential, Category.NOT_YET_VALID, "issued after the time of the check (iat)",
                        signer=signer.name)
-    if at_ms >= credential.valid_until_ms:
+    if credential.valid_until_ms is not None and at_ms >= credential.valid_until_ms:
         return refused(credential, Category.EXPIRED, "past its expiry (exp)", signer=signer.name)
     kind = revoked_by(credential.subject_id, proof.country, proof.alg, proof.sign1.signature, trust.revoked)
     if kind is not None:
@@ -162,3 +155,6 @@ def verify(credential: Credential, trust: Trust, at_ms: int) -> Verdict:
         return refused(credential, Category.REVOKED, "its certificate identifier is deny-listed", signer=signer.name)
     return Verdict(NAME, Category.VALID, "signature, signer, key usage and validity checked",
                    credential, signer=signer.name)
+
+
+FORMAT = Format(NAME, recognise, _parse, verify)

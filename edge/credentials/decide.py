@@ -17,9 +17,10 @@ the holder's name and date of birth), never the payload, which for an EU certifi
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from edge.common.clock import wall_ms
@@ -39,6 +40,36 @@ MAX_RECORDED = 256  # characters of a subject id or a name kept in an entry
 TRUST_STALE = "trust-stale"
 
 
+# What the step needs of the lists and of the [decision] settings, named here: the credentials import
+# neither the lists (beside them) nor the settings (above them). edge.lists.Match, edge.lists.ListStore
+# and edge.settings.decision.DecisionSettings are what the policy passes.
+class ListEntry(Protocol):
+    @property
+    def list_name(self) -> str: ...
+
+    @property
+    def list_version(self) -> int: ...
+
+    @property
+    def deny(self) -> bool: ...
+
+    def window(self, now_ms: int) -> str: ...
+
+
+class Lists(Protocol):
+    def lookup(self, code: str, names: list[str] | None = None) -> Sequence[ListEntry]: ...
+
+
+class DecisionRules(Protocol):
+    @property
+    def mode(self) -> str: ...
+
+    @property
+    def lists(self) -> list[str]: ...
+
+    def outcome(self, reason: Reason) -> Outcome: ...
+
+
 @dataclass(frozen=True, slots=True)
 class CredentialOutcome:
     outcome: Outcome
@@ -46,7 +77,7 @@ class CredentialOutcome:
     verdict: Verdict
     record: str                      # what the entry stores in place of the payload
     rule: str | None = None          # with credential-rule: the rule that refused
-    match: object = None             # the list entry (edge.lists.Match) the decision rests on, if any
+    match: ListEntry | None = None   # the list entry (edge.lists.Match) the decision rests on, if any
     label: str | None = None         # the holder's name, for the screens
 
     @property
@@ -66,15 +97,16 @@ class CredentialOutcome:
         return self.verdict.credential.valid_until_ms if self.verdict.credential else None
 
 
-def _in_force(matches, now_ms: int, *, deny: bool) -> list:
+def _in_force(matches: Sequence[ListEntry], now_ms: int, *, deny: bool) -> list[ListEntry]:
     return [m for m in matches if m.deny is deny and m.window(now_ms) == "in force"]
 
 
 class CredentialStep:
-    def __init__(self, settings: CredentialsSettings, *, lists, decision, trust_path: Path | None,
-                 timezone: str = "UTC", gate: str | None = None, untrusted_windows: str = "review"):
+    def __init__(self, settings: CredentialsSettings, *, lists: Lists, decision: DecisionRules,
+                 trust_path: Path | None, timezone: str = "UTC", gate: str | None = None,
+                 untrusted_windows: str = "review"):
         """decision: the [decision] settings (mode, lists, outcomes); lists: the ListStore (or anything
-        with its `lookup(code, names)`)."""
+        with its `lookup(code, names)`). edge.rules.policy.credential_step builds one from Settings."""
         self.settings, self.lists, self.decision = settings, lists, decision
         self.formats = tuple(dict.fromkeys(settings.formats))
         self.untrusted_windows = untrusted_windows
@@ -88,22 +120,8 @@ class CredentialStep:
         self.trust_meta: trustfile.TrustMeta | None = None
         self.trust_error: str | None = None
         self.dsc = TrustList()
-        self._stamp: tuple | None = None
+        self._stamp: trustfile.Stamp | None = None
         self.refresh(force=True)
-
-    @classmethod
-    def for_settings(cls, settings, lists) -> CredentialStep | None:
-        """The step the daemon and `checkpoint check` run with these (edge.settings.schema) Settings; None when no
-        format is enabled."""
-        credentials = settings.credentials
-        if not credentials.formats:
-            return None
-        trust_path = Path(credentials.dcc.trust_list) if credentials.dcc.trust_list else \
-            trustfile.default_path(settings.store.dir)
-        return cls(credentials, lists=lists, decision=settings.decision,
-                   trust_path=trust_path if "dcc" in credentials.formats else None,
-                   timezone=settings.device.timezone, gate=credentials.passes.gate or settings.device.id,
-                   untrusted_windows=settings.clock.untrusted_windows)
 
     # -- the trust list ----------------------------------------------------------------------------
     def refresh(self, force: bool = False) -> bool:
@@ -137,7 +155,7 @@ class CredentialStep:
         max_age, age = self.settings.dcc.trust_max_age_h, self.trust_age_h(now_ms)
         return max_age is not None and age is not None and age > max_age
 
-    def trust_status(self, now_ms: int | None = None) -> dict | None:
+    def trust_status(self, now_ms: int | None = None) -> dict[str, object] | None:
         """For the daemon's status (status.json, the hub): the trust list's version, age and state."""
         if self.trust_path is None:
             return None
@@ -161,7 +179,7 @@ class CredentialStep:
         return []
 
     # -- one scan ----------------------------------------------------------------------------------
-    def _revoked_at(self, now_ms: int):
+    def _revoked_at(self, now_ms: int) -> Callable[[bytes], bool]:
         if not self.revocation_names:
             return lambda _digest: False
 
@@ -170,12 +188,12 @@ class CredentialStep:
         return revoked
 
     def decide(self, text: str, now_ms: int, *, clock_trusted: bool = True) -> CredentialOutcome | None:
-        """None for a plain code. Raises sqlite3.Error when the lists cannot be read (the caller's
+        """None for a plain code. Raises ListError when the lists cannot be read (the caller's
         store-failure)."""
         parsed = read(text, self.formats, keep_address=self.settings.cccd.keep_address)
         if parsed is None:
             return None
-        matches = []
+        matches: list[ListEntry] = []
         if isinstance(parsed, CredentialFailure):
             verdict = failed(parsed)
         else:
@@ -189,7 +207,8 @@ class CredentialStep:
                 verdict = check(parsed, now_ms, self.rules) or verdict
         return self._outcome(verdict, matches, now_ms, clock_trusted)
 
-    def _outcome(self, verdict: Verdict, matches, now_ms: int, clock_trusted: bool) -> CredentialOutcome:
+    def _outcome(self, verdict: Verdict, matches: Sequence[ListEntry], now_ms: int,
+                 clock_trusted: bool) -> CredentialOutcome:
         record = self.record(verdict)
         label = verdict.credential.label if verdict.credential else None
         rule = verdict.rule

@@ -5,24 +5,13 @@ The policy decides on these and never on a format's internals; a list looks a cr
 """
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-
-class Category(str, enum.Enum):
-    """Why a credential was accepted or refused; the policy's reason is `credential-<category>`."""
-
-    VALID = "valid"
-    MALFORMED = "malformed"          # not decodable, or not what the format says it must hold
-    SIGNATURE = "signature"          # the signature does not verify (forged or altered), or an unusable algorithm
-    UNTRUSTED = "untrusted"          # no trusted signer has this key id, or the signer is out of its own validity
-    EXPIRED = "expired"
-    NOT_YET_VALID = "not-yet-valid"
-    KEY_USAGE = "key-usage"          # the signer may not sign this type of certificate
-    REVOKED = "revoked"              # on a revocation list, or the subject is deny-listed
-    RULE = "rule"                    # verified, but a business rule (e.g. vaccination complete) refuses it
+from edge.credentials import base45
+from edge.credentials.errors import Category as Category  # re-exported: the formats import it from here
+from edge.credentials.errors import CredentialError as CredentialError
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,26 +69,17 @@ class Verdict:
         return f"credential-{self.category.value}"
 
 
-def refused(credential: Credential, category: Category, detail: str, **kw) -> Verdict:
-    return Verdict(credential.format, category, detail, credential, **kw)
+def refused(credential: Credential, category: Category, detail: str, *, rule: str | None = None,
+            signer: str | None = None) -> Verdict:
+    return Verdict(credential.format, category, detail, credential, rule, signer)
 
 
 def failed(failure: CredentialFailure) -> Verdict:
     return Verdict(failure.format, failure.category, failure.detail)
 
 
-class CredentialError(Exception):
-    """Raised inside a format's parser; turned into a CredentialFailure at the format's boundary."""
-
-    def __init__(self, detail: str, category: Category = Category.MALFORMED):
-        super().__init__(detail)
-        self.category = category
-
-
 def prefixed_base45(payload: str, prefix: str, max_chars: int) -> bytes:
     """The bytes a Base45 credential carries after its prefix (HC1:, CP1:); CredentialError when it cannot."""
-    from edge.credentials import base45
-
     if len(payload) > max_chars:
         raise CredentialError("longer than any QR code holds")
     try:

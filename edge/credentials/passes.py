@@ -3,9 +3,10 @@
 A pass is a compact CBOR array `[1, key id, id, label, valid_from, valid_until, gates]` (times in Unix
 seconds or null, gates a list of names or null) followed by its 64-byte Ed25519 signature, in Base45 after
 the prefix "CP1:" so the whole pass fits QR alphanumeric mode (a pass with a name, an end date and a gate
-is about 190 characters: a version 9 code at error correction Q, 53 modules square). The signature covers a domain tag and the CBOR bytes, so an administrator's key signs
-nothing else by accident. The key id is the first 4 bytes of the SHA-256 of the raw public key: devices
-look the key up by it and never try every trusted key. Revocation is a deny list of pass ids.
+is about 190 characters: a version 9 code at error correction Q, 53 modules square). The signature
+covers a domain tag and the CBOR bytes, so an administrator's key signs nothing else by accident. The
+key id is the first 4 bytes of the SHA-256 of the raw public key: devices look the key up by it and never
+try every trusted key. Revocation is a deny list of pass ids.
 """
 from __future__ import annotations
 
@@ -26,13 +27,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from edge.common.errors import EXIT_USAGE
 from edge.credentials import base45, cbor
 from edge.credentials.context import Trust
+from edge.credentials.formats import Format, ParseOptions
 from edge.credentials.model import (
     Category,
     Credential,
     CredentialError,
-    CredentialFailure,
     Holder,
     Verdict,
     prefixed_base45,
@@ -49,8 +51,14 @@ MAX_ID, MAX_LABEL, MAX_GATES, MAX_GATE = 128, 200, 64, 64
 MAX_PAYLOAD_CHARS = 4296
 
 
-class PassKeyError(ValueError):
+class PassKeyError(CredentialError):
     """A key file or a trusted key that cannot be used."""
+
+
+class PassError(CredentialError):
+    """A pass that cannot be issued as asked (an id, a label, gates or a time out of bounds)."""
+
+    exit_status = EXIT_USAGE
 
 
 def key_id(public_key: Ed25519PublicKey) -> bytes:
@@ -105,7 +113,7 @@ def _seconds(when: dt.datetime | None) -> int | None:
     if when is None:
         return None
     if when.tzinfo is None:
-        raise ValueError("pass validity times need a time zone")
+        raise PassError("pass validity times need a time zone")
     return int(when.timestamp())
 
 
@@ -113,13 +121,13 @@ def issue_pass(key: Ed25519PrivateKey, id: str, label: str, *, valid_from: dt.da
                valid_until: dt.datetime | None = None, gates: Iterable[str] = ()) -> str:
     """A signed pass as QR alphanumeric text ("CP1:…")."""
     label = unicodedata.normalize("NFC", label)
-    gates = list(gates) or None
+    names = list(gates) or None
     if not 0 < len(id) <= MAX_ID or len(label) > MAX_LABEL:
-        raise ValueError(f"a pass id has 1 to {MAX_ID} characters and a label at most {MAX_LABEL}")
-    if gates and (len(gates) > MAX_GATES or any(not 0 < len(g) <= MAX_GATE for g in gates)):
-        raise ValueError(f"at most {MAX_GATES} gates of 1 to {MAX_GATE} characters")
+        raise PassError(f"a pass id has 1 to {MAX_ID} characters and a label at most {MAX_LABEL}")
+    if names and (len(names) > MAX_GATES or any(not 0 < len(g) <= MAX_GATE for g in names)):
+        raise PassError(f"at most {MAX_GATES} gates of 1 to {MAX_GATE} characters")
     body = cbor2.dumps([VERSION, key_id(key.public_key()), id, label, _seconds(valid_from),
-                        _seconds(valid_until), gates])
+                        _seconds(valid_until), names])
     return PREFIX + base45.encode(body + key.sign(DOMAIN + body))
 
 
@@ -130,12 +138,12 @@ def save_qr(payload: str, path: str | Path, *, scale: int = 8) -> Path:
     path = Path(path)
     kind = path.suffix.lower().lstrip(".")
     if kind not in ("png", "svg"):
-        raise ValueError("a pass image is a .png or .svg file")
+        raise PassError("a pass image is a .png or .svg file")
     segno.make_qr(payload, error="q", mode="alphanumeric").save(str(path), kind=kind, scale=scale, border=4)
     return path
 
 
-class PassCsvError(ValueError):
+class PassCsvError(CredentialError):
     """A CSV of passes with a bad row: nothing was written."""
 
 
@@ -182,7 +190,7 @@ def issue_csv(key: Ed25519PrivateKey, csv_path: str | Path, out_dir: str | Path,
                 gates=(row.get("gates") or "").split())
         except PassCsvError:
             raise
-        except ValueError as exc:
+        except (PassError, ValueError) as exc:
             raise PassCsvError(f"line {line}: {exc}") from exc
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -193,14 +201,7 @@ def recognise(payload: str) -> bool:
     return payload.startswith(PREFIX)
 
 
-def parse(payload: str) -> Credential | CredentialFailure:
-    try:
-        return _parse(payload)
-    except CredentialError as exc:
-        return CredentialFailure(NAME, exc.category, str(exc))
-
-
-def _parse(payload: str) -> Credential:
+def _parse(payload: str, options: ParseOptions) -> Credential:
     data = prefixed_base45(payload, PREFIX, MAX_PAYLOAD_CHARS)
     if len(data) <= SIGNATURE_BYTES:
         raise CredentialError("too short to hold a signature")
@@ -246,3 +247,6 @@ def verify(credential: Credential, trust: Trust, at_ms: int) -> Verdict:
     if trust.denied(credential.subject_id):
         return refused(credential, Category.REVOKED, "the pass id is deny-listed", signer=kid_text)
     return Verdict(NAME, Category.VALID, "signature and validity checked", credential, signer=kid_text)
+
+
+FORMAT = Format(NAME, recognise, _parse, verify)

@@ -22,7 +22,7 @@ def _h(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()[:HASH_BYTES]
 
 
-def hashes(uci: str, country: str, alg, signature: bytes) -> dict[str, bytes]:
+def hashes(uci: str, country: str, alg: object, signature: bytes) -> dict[str, bytes]:
     signed = signature[:len(signature) // 2] if alg == ES256 else signature
     return {
         UCI: _h(uci.encode("utf-8")),
@@ -31,7 +31,7 @@ def hashes(uci: str, country: str, alg, signature: bytes) -> dict[str, bytes]:
     }
 
 
-def revoked_by(uci: str, country: str, alg, signature: bytes, contains: Contains) -> str | None:
+def revoked_by(uci: str, country: str, alg: object, signature: bytes, contains: Contains) -> str | None:
     """The hash type that is on the revocation list, or None."""
     for kind, digest in hashes(uci, country, alg, signature).items():
         if contains(digest):

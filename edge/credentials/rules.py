@@ -37,7 +37,7 @@ def _day(at_ms: int, tz: dt.tzinfo) -> dt.date:
     return dt.datetime.fromtimestamp(at_ms / 1000, tz).date()
 
 
-def _date(value, what: str) -> dt.date | RuleFailure:
+def _date(value: object, what: str) -> dt.date | RuleFailure:
     try:
         return dt.date.fromisoformat(str(value)[:10])
     except ValueError:
@@ -110,9 +110,10 @@ def dcc_rules(settings: DccRules, tz: dt.tzinfo = ZoneInfo("UTC")) -> list[Rule]
             return None
         start, end = _date(credential.claims.get("df"), "recovery-data"), _date(credential.claims.get("du"),
                                                                                  "recovery-data")
-        for value in (start, end):
-            if isinstance(value, RuleFailure):
-                return value
+        if isinstance(start, RuleFailure):
+            return start
+        if isinstance(end, RuleFailure):
+            return end
         today = _day(at_ms, tz)
         if today < start:
             return RuleFailure("recovery-not-yet-valid", f"valid from {start.isoformat()}")

@@ -29,6 +29,7 @@ from edge.credentials.passes import PassKeyError, trusted_keys
 
 FormatName = Literal["dcc", "pass", "cccd"]
 CertificateType = Literal["vaccination", "test", "recovery"]
+CERTIFICATE_TYPES: tuple[CertificateType, ...] = ("vaccination", "test", "recovery")
 COVID_19 = "840539006"                   # SNOMED CT: COVID-19, the disease every EU DCC so far targets
 NEGATIVE = "260415000"                   # SNOMED CT: not detected
 NAAT, RAT = "LP6464-4", "LP217198-3"     # LOINC: nucleic acid amplification test, rapid antigen test
@@ -52,7 +53,9 @@ class TestRules(_Model):
 
 
 class DccRules(_Model):
-    accept: list[CertificateType] = Field(default_factory=lambda: ["vaccination", "test", "recovery"])
+    accept: list[CertificateType] = Field(
+        default_factory=lambda: list(CERTIFICATE_TYPES),
+        description="Kinds of EU certificate accepted: vaccination, test, recovery.")
     diseases: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
         default_factory=lambda: [COVID_19], description="Disease or agent targeted (tg) accepted.")
     vaccination: VaccinationRules = VaccinationRules()

@@ -18,6 +18,7 @@ import binascii
 import hashlib
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from asn1crypto import x509 as ax
@@ -26,6 +27,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from edge.common.textsafe import for_log
+from edge.credentials.errors import CredentialError
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
 EKU_OID = "2.5.29.37"
@@ -43,7 +45,10 @@ _P256_PRIME = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
-class TrustListError(ValueError):
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey  # what a signer certificate may hold (PS256, ES256)
+
+
+class TrustListError(CredentialError):
     """A trust list file that cannot be used at all (not JSON, not a list of certificates)."""
 
 
@@ -51,7 +56,7 @@ class TrustListError(ValueError):
 class Signer:
     kid: bytes
     country: str
-    key: object                       # a cryptography public key
+    key: PublicKey
     not_before_ms: int | None
     not_after_ms: int | None
     may_sign: frozenset[str]          # certificate types its extended key usage allows
@@ -114,7 +119,7 @@ def load_trust_list(source: str | Path | bytes) -> TrustList:
     return trust
 
 
-def signer_from_entry(entry: dict) -> Signer:
+def signer_from_entry(entry: dict[str, object]) -> Signer:
     kid_text, raw, country = entry.get("kid"), entry.get("rawData"), entry.get("country", "")
     if not isinstance(raw, str) or not isinstance(country, str):
         raise TrustListError("no rawData, or a country that is not text")
@@ -144,11 +149,11 @@ def signer_from_der(der: bytes, *, country: str = "", kid: bytes | None = None) 
     return Signer(kid if kid is not None else kid_of(der), country, key, not_before, not_after, may_sign)
 
 
-def _ms(when) -> int | None:
+def _ms(when: datetime | None) -> int | None:
     return None if when is None else int(when.timestamp() * 1000)
 
 
-def _public_key(spki):
+def _public_key(spki: ax.PublicKeyInfo) -> PublicKey:
     algorithm = spki["algorithm"]["algorithm"].native
     if algorithm in ("rsa", "rsassa_pss"):
         # An RSA-PSS key (id-RSASSA-PSS) holds the same modulus and exponent as a plain RSA key.
@@ -172,7 +177,7 @@ def _public_key(spki):
     raise TrustListError(f"key algorithm {for_log(algorithm)} is neither EC nor RSA")
 
 
-def _may_sign(tbs) -> frozenset[str]:
+def _may_sign(tbs: ax.TbsCertificate) -> frozenset[str]:
     extensions = tbs["extensions"]
     oids: set[str] = set()
     # Never `.native` on the extensions: that would parse every one, the ones nobody needs included.

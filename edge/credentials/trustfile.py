@@ -41,7 +41,7 @@ def default_path(store_dir: str | Path) -> Path:
     return Path(store_dir) / FILE_NAME
 
 
-def check(data: bytes) -> tuple[list, TrustList]:
+def check(data: bytes) -> tuple[list[object], TrustList]:
     """The Gateway entries and the signers they give; TrustListError when nothing usable is in it."""
     trust = load_trust_list(data)
     if len(trust) == 0:
@@ -92,7 +92,10 @@ def store(data: bytes, path: str | Path, *, now_ms: int, version: int | None = N
     return meta
 
 
-def stamp(path: str | Path) -> tuple | None:
+Stamp = tuple[int, int, int]  # inode, mtime in ns, size
+
+
+def stamp(path: str | Path) -> Stamp | None:
     """What changes when trust.json is replaced (a rename gives a new inode); None when there is none."""
     try:
         st = Path(path).stat()

@@ -63,7 +63,7 @@ def psf(length: float, angle: float, shape: tuple[int, int]) -> np.ndarray:
     if n > length:  # fractional length: the end pixels weigh what is left
         line[n // 2, 0] = line[n // 2, -1] = (length - (n - 2)) / 2
     rot = cv2.getRotationMatrix2D(((n - 1) / 2, (n - 1) / 2), angle, 1)
-    kernel = cv2.warpAffine(line, rot, (n, n), flags=cv2.INTER_LINEAR)
+    kernel = np.asarray(cv2.warpAffine(line, rot, (n, n), flags=cv2.INTER_LINEAR), np.float32)
     kernel /= kernel.sum()
     out = np.zeros(shape, np.float32)
     out[:n, :n] = kernel

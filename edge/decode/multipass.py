@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Union
 
 import cv2
 import numpy as np
+import zxingcpp
 
 from edge.common.model import Code
 from edge.decode import deblur, unwarp
-from edge.decode.reader import ZxingDecoder, _unique, gray
+from edge.decode.engines import Centre, Image, ZxingDecoder, gray, unique
 from edge.decode.regions import Region, busy_regions
 
 SMALL_FRAME = 480  # a frame no larger than a region is searched whole: the region check would save nothing
@@ -33,7 +33,7 @@ FRAME_MARGIN = 0.2
 
 # A frame interval in seconds, or a function giving the current one (a source measures its camera's rate);
 # None or 0: frames come as fast as they are decoded (a scanner, an unpaced replay).
-FrameInterval = Union[float, Callable[[], float | None], None]
+FrameInterval = float | Callable[[], float | None] | None
 
 
 class MultiPassDecoder(ZxingDecoder):
@@ -47,12 +47,12 @@ class MultiPassDecoder(ZxingDecoder):
         super().__init__()
         self.budget_s, self.frame_interval_s, self.clock = budget_s, frame_interval_s, clock
         self.last_budget_s: float | None = None  # what the newest frame's second passes were given
-        self.passes: list[tuple[str, Callable[[np.ndarray], list[tuple[Code, tuple[float, float]]]]]] = [
+        self.passes: list[tuple[str, Callable[[Image], list[tuple[Code, Centre]]]]] = [
             ("rescaled", self._rescaled), ("unwarped", self._unwarped), ("deblurred", self._deblurred)]
         self.recovered = {name: 0 for name, _ in self.passes}  # frames each pass read, for the status report
         self.tried = {name: 0 for name, _ in self.passes}  # regions each pass was run on
 
-    def decode(self, image: np.ndarray) -> list[Code]:
+    def decode(self, image: Image) -> list[Code]:
         start = self.clock()
         g = gray(image)
         found = self.read(g)
@@ -63,14 +63,14 @@ class MultiPassDecoder(ZxingDecoder):
             crop = np.ascontiguousarray(region.crop(g))
             for name, run in self.passes:
                 if deadline is not None and self.clock() >= deadline:
-                    return _unique([code for code, _ in found])
+                    return unique([code for code, _ in found])
                 self.tried[name] += 1
                 more = run(crop)
                 if more:
                     self.recovered[name] += 1
                     found += more
                     break
-        return _unique([code for code, _ in found])
+        return unique([code for code, _ in found])
 
     def interval(self) -> float | None:
         value = self.frame_interval_s() if callable(self.frame_interval_s) else self.frame_interval_s
@@ -85,18 +85,18 @@ class MultiPassDecoder(ZxingDecoder):
         left = max(0.0, interval * (1 - FRAME_MARGIN) - (first_done - start))
         return left if self.budget_s is None else min(self.budget_s, left)
 
-    def _unread(self, g: np.ndarray, centres: list[tuple[float, float]]) -> list[Region]:
+    def _unread(self, g: Image, centres: list[Centre]) -> list[Region]:
         h, w = g.shape
         if max(h, w) <= SMALL_FRAME:
             return [] if centres else [Region(0, 0, w, h, 0.0)]
         return [r for r in busy_regions(g) if not any(r.contains(x, y) for x, y in centres)]
 
-    def _rescaled(self, crop: np.ndarray):
+    def _rescaled(self, crop: Image) -> list[tuple[Code, Centre]]:
         """Twice the size, one global threshold: small codes, and uneven light that fools a local one."""
         big = cv2.resize(crop, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
-        return self.read(big, self._zx.Binarizer.GlobalHistogram)
+        return self.read(big, zxingcpp.Binarizer.GlobalHistogram)
 
-    def _unwarped(self, crop: np.ndarray):
+    def _unwarped(self, crop: Image) -> list[tuple[Code, Centre]]:
         """Sampled along a fitted cylinder: paper round a bottle or a wrist. Needs sharp finder patterns, so
         it costs little on a blurred code (no three finders, nothing tried)."""
         for clean in unwarp.candidates(crop):
@@ -105,7 +105,7 @@ class MultiPassDecoder(ZxingDecoder):
                 return found
         return []
 
-    def _deblurred(self, crop: np.ndarray):
+    def _deblurred(self, crop: Image) -> list[tuple[Code, Centre]]:
         if min(crop.shape) < 4 * deblur.MAX_LENGTH:
             return []  # too little image to tell a blur from the code's own texture
         motion = deblur.estimate(crop)

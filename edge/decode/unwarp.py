@@ -10,6 +10,7 @@ synthetic codes for zxing-cpp. A wrong fit gives a code whose error correction f
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -42,11 +43,11 @@ def finders(gray: np.ndarray, dark: bool = True, limit: int = 8) -> list[Finder]
     # one hole with one stone in it: no siblings at either level
     ok = (stone >= 0) & (tree[np.maximum(hole, 0), 0] < 0) & (tree[np.maximum(stone, 0), 0] < 0)
     found: list[Finder] = []
-    for i in np.nonzero(ok)[0]:
-        outer, inner = cv2.contourArea(contours[i]), cv2.contourArea(contours[stone[i]])
+    for i in (int(n) for n in np.nonzero(ok)[0]):
+        outer, inner = cv2.contourArea(contours[i]), cv2.contourArea(contours[int(stone[i])])
         if outer < 49 or inner <= 0 or not 2.5 < outer / inner < 12:
             continue
-        m = cv2.moments(contours[stone[i]])
+        m = cv2.moments(contours[int(stone[i])])
         if m["m00"] > 0:
             found.append(Finder(m["m10"] / m["m00"], m["m01"] / m["m00"], float(np.sqrt(outer)) / 7))
             if len(found) == limit:
@@ -54,23 +55,27 @@ def finders(gray: np.ndarray, dark: bool = True, limit: int = 8) -> list[Finder]
     return found
 
 
-def triples(found: list[Finder], limit: int = 3):
+Triple = tuple[Finder, Finder, Finder]  # (corner, right, below): the finders of one code, if it is one
+Points = tuple[np.ndarray, np.ndarray]  # (x, y) coordinates, one array each
+
+
+def triples(found: list[Finder], limit: int = 3) -> list[Triple]:
     """(corner, right, below) finder triples that could be one code's, the most square first."""
-    scored = []
+    scored: list[tuple[float, Triple]] = []
     for a, b, c in itertools.permutations(found, 3):
         ab, ac = np.array([b.x - a.x, b.y - a.y]), np.array([c.x - a.x, c.y - a.y])
         lab, lac = float(np.linalg.norm(ab)), float(np.linalg.norm(ac))
         if min(lab, lac) < 10 * a.module or ab[0] * ac[1] - ab[1] * ac[0] <= 0:
             continue
         cos = abs(float(ab @ ac)) / (lab * lac)
-        ratio = abs(np.log(lab / lac))
+        ratio = abs(float(np.log(lab / lac)))
         if cos < 0.5 and ratio < 0.7:
             scored.append((cos + ratio, (a, b, c)))
     scored.sort(key=lambda item: item[0])
     return [t for _, t in scored[:limit]]
 
 
-def _curve(u: np.ndarray, v: np.ndarray, curvature: float, bow: float):
+def _curve(u: np.ndarray, v: np.ndarray, curvature: float, bow: float) -> Points:
     """Where the flat code's normalised point (u, v in -1..1) shows once wrapped round a cylinder along u."""
     if curvature == 0:
         return u, v
@@ -78,7 +83,7 @@ def _curve(u: np.ndarray, v: np.ndarray, curvature: float, bow: float):
     return np.sin(angle) / np.sin(curvature), v - 2 * bow * (1 - np.cos(angle))
 
 
-def _fit(size: int, curvature: float, bow: float, across: bool, cols: np.ndarray, rows: np.ndarray):
+def _fit(size: int, curvature: float, bow: float, across: bool, cols: np.ndarray, rows: np.ndarray) -> Points:
     """Where the modules (cols, rows) lie in the curved code's normalised plane: x, y."""
     span = size + 8  # the quiet zone is part of the wrapped paper
     u, v = (cols + 4.5) * 2 / span - 1, (rows + 4.5) * 2 / span - 1
@@ -88,7 +93,7 @@ def _fit(size: int, curvature: float, bow: float, across: bool, cols: np.ndarray
     return _curve(u, v, curvature, bow)
 
 
-def _apply(matrix: np.ndarray, x: np.ndarray, y: np.ndarray):
+def _apply(matrix: np.ndarray, x: np.ndarray, y: np.ndarray) -> Points:
     """(x, y) through a 3x3 perspective matrix."""
     w = matrix[2, 0] * x + matrix[2, 1] * y + matrix[2, 2]
     return ((matrix[0, 0] * x + matrix[0, 1] * y + matrix[0, 2]) / w,
@@ -112,7 +117,7 @@ def _alignment(gray: np.ndarray, x: float, y: float, module: float) -> tuple[flo
     dy, dx = np.unravel_index(int(np.argmax(core)), core.shape)
     if core[dy, dx] < 0.25 * (g.max() - g.min()):
         return None
-    return x0 + reach - inner + dx, y0 + reach - inner + dy
+    return float(x0 + reach - inner + dx), float(y0 + reach - inner + dy)
 
 
 def anchors(gray: np.ndarray, corner: Finder, right: Finder, below: Finder, size: int) -> np.ndarray:
@@ -126,14 +131,14 @@ def anchors(gray: np.ndarray, corner: Finder, right: Finder, below: Finder, size
         found = _alignment(gray, x, y, (corner.module + right.module + below.module) / 3)
         if found is not None:
             points.append(list(found))
-    return np.float32(points)
+    return np.array(points, np.float32)
 
 
 def sample(gray: np.ndarray, points: np.ndarray, size: int, curvature: float, bow: float, across: bool,
            cols: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
     """The gray values at the modules (cols, rows) under one fit, or None when it leaves the image."""
-    known = np.float32(_fit(size, curvature, bow, across, np.float32([3, size - 4, 3, size - 7]),
-                            np.float32([3, 3, size - 4, size - 7]))).T
+    known = np.array(_fit(size, curvature, bow, across, np.array([3, size - 4, 3, size - 7], np.float32),
+                          np.array([3, 3, size - 4, size - 7], np.float32)), np.float32).T
     if len(points) == 4:
         matrix = cv2.getPerspectiveTransform(known, points)
     else:  # no alignment pattern (version 1, or not found): an affine fit through the three finders
@@ -150,7 +155,8 @@ def _timing(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     run = np.arange(8, size - 8, dtype=np.float32)
     six = np.full_like(run, 6)
     expected = np.where(run % 2 == 0, -1.0, 1.0).astype(np.float32)
-    return np.concatenate([run, six])[None, :], np.concatenate([six, run])[None, :], np.concatenate([expected, expected])
+    both = np.concatenate([expected, expected])
+    return np.concatenate([run, six])[None, :], np.concatenate([six, run])[None, :], both
 
 
 def timing_fit(values: np.ndarray, expected: np.ndarray) -> float:
@@ -167,18 +173,19 @@ def render(values: np.ndarray) -> np.ndarray:
     return cv2.resize(clean, None, fx=MODULE_PX, fy=MODULE_PX, interpolation=cv2.INTER_NEAREST)
 
 
-def candidates(gray: np.ndarray, tries: int = 4):
+def candidates(gray: np.ndarray, tries: int = 4) -> Iterator[np.ndarray]:
     """Clean images of the code under the fits whose timing patterns line up best (a generator: stop early)."""
     for dark in (True, False):
         yield from _candidates(gray if dark else 255 - gray, tries, triples(finders(gray, dark)))
 
 
-def _candidates(gray: np.ndarray, tries: int, found):
+def _candidates(gray: np.ndarray, tries: int, found: list[Triple]) -> Iterator[np.ndarray]:
     for corner, right, below in found:
         module = (corner.module + right.module + below.module) / 3
-        reach = (np.hypot(right.x - corner.x, right.y - corner.y) + np.hypot(below.x - corner.x, below.y - corner.y)) / 2
+        reach = (np.hypot(right.x - corner.x, right.y - corner.y)
+                 + np.hypot(below.x - corner.x, below.y - corner.y)) / 2
         version = int(round((reach / module - 10) / 4))  # finder centres lie size - 7 modules apart
-        fits = []
+        fits: list[tuple[float, int, np.ndarray, float, float, bool]] = []
         for v in range(max(1, version - 1), min(40, version + 2) + 1):
             size = 17 + 4 * v
             points = anchors(gray, corner, right, below, size)

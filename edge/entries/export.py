@@ -5,13 +5,13 @@ import csv
 import json
 import sys
 from collections.abc import Iterable
-from typing import TextIO
+from typing import Any, TextIO
 
 from edge.common.clock import iso_ms
 from edge.common.textsafe import csv_cell
 
 
-def write_entries(rows: Iterable[dict], fmt: str, stream: TextIO | None = None) -> int:
+def write_entries(rows: Iterable[dict[str, Any]], fmt: str, stream: TextIO | None = None) -> int:
     """Each row with a readable UTC `time` first; csv (a header from the first row) or json (one object a line).
 
     CSV cells a spreadsheet would run as a formula are neutralised; JSON stays exact. Rows end in CRLF

@@ -2,8 +2,10 @@
 with a keys file beside it when the list holds keyed hashes rather than readable codes.
 
 The modules, in the order a list's data goes through them:
-    records    ListError, ListInfo (a catalog row), Match (a lookup's answer), the list-name rule
-    hashing    keyed hashes of codes (HMAC-SHA256 cut to 16 bytes), so no readable ID number is stored
+    records    ListError (the family; ListUnreadable: SQLite's errors translated), ListInfo (a catalog row),
+               Match (a lookup's answer), Row, the list-name rule
+    hashing    keyed hashes of codes (HMAC-SHA256 cut to 16 bytes), so no readable ID number is stored;
+               a hashing key's id and its file
     csvrows    a CSV list parsed lazily and strictly
     keysfile   a hashed list's keys: 17 bytes an entry, one 4 KiB read per lookup
     listfile   a list version's SQLite file: its schema, how it is built and opened
@@ -16,11 +18,12 @@ The modules, in the order a list's data goes through them:
 This package exports what the rest of the appliance uses; its modules are its own business.
 """
 from edge.lists.csvrows import COLUMNS
-from edge.lists.hashing import HASH_BYTES, KeyedHash, hash_code, key_id
-from edge.lists.records import MAX_LABEL, NAME, ListError, ListInfo, Match, check_name
+from edge.lists.hashing import HASH_BYTES, KeyedHash, hash_code, hash_key_id, read_hash_key_file, read_hash_keys
+from edge.lists.records import MAX_LABEL, NAME, ListError, ListInfo, ListUnreadable, Match, check_name
 from edge.lists.rows import file_rows
 from edge.lists.snapshot import HOLD_S
 from edge.lists.store import ListStore
 
 __all__ = ["COLUMNS", "HASH_BYTES", "HOLD_S", "MAX_LABEL", "NAME", "KeyedHash", "ListError", "ListInfo",
-           "ListStore", "Match", "check_name", "file_rows", "hash_code", "key_id"]
+           "ListStore", "ListUnreadable", "Match", "check_name", "file_rows", "hash_code", "hash_key_id",
+           "read_hash_key_file", "read_hash_keys"]

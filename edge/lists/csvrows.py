@@ -14,7 +14,7 @@ from edge.lists.records import MAX_LABEL, ListError, shown
 COLUMNS = ("code", "action", "label", "valid_from", "valid_until")
 MAX_LINE_BYTES = 1 << 20
 
-Row = tuple  # (code, deny, label, valid_from, valid_until): a list entry everywhere in this package
+TextRow = tuple[str, int, str | None, int | None, int | None]  # a row as read, before any hashing
 
 
 def _quoted(names: list[str], first: int = 3) -> str:
@@ -52,7 +52,7 @@ class CsvRows:
             except UnicodeDecodeError as exc:
                 raise self.fail(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
-    def __iter__(self) -> Iterator[Row]:
+    def __iter__(self) -> Iterator[TextRow]:
         reader = csv.reader(self._lines(), strict=True)
         try:
             first = next(reader, None)
@@ -74,7 +74,7 @@ class CsvRows:
         except csv.Error as exc:
             raise self.fail(str(exc)) from None
 
-    def _row(self, row: dict[str, str]) -> Row:
+    def _row(self, row: dict[str, str]) -> TextRow:
         code = row["code"].strip()
         if not code:
             raise self.fail("empty code")

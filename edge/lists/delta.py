@@ -1,8 +1,8 @@
 """Changing a list file in place: a delta goes into its overlay in one WAL transaction, which a reader
 sees whole or not at all, and which writes pages in proportion to the delta, not to the list (a
 100,000-entry delta on a 10-million-entry B-tree rewrote most of its 70,000 leaf pages). The overlay is
-folded into the entries once it holds FOLD_ROWS rows, or FOLD_SHARE of the list if more: a rewrite of
-the whole, paid once in many deltas instead of by each."""
+folded into the entries once it holds FOLD_ROWS rows, or FOLD_SHARE of the list if more (the defaults of
+a ListStore's fold_rows and fold_share): a rewrite of the whole, paid once in many deltas instead of by each."""
 from __future__ import annotations
 
 import logging
@@ -24,7 +24,7 @@ from edge.lists.listfile import (
     open_list,
     read_meta,
 )
-from edge.lists.records import ListError, ListInfo
+from edge.lists.records import Changes, ListError, ListInfo
 
 log = logging.getLogger("checkpoint.lists")
 
@@ -36,14 +36,14 @@ FOLD_SHARE = 0.125
 _PRESENT = "coalesce((SELECT NOT removed FROM overlay o WHERE o.code = d.code), d.listed)"
 
 
-def apply_delta(folder: Path, info: ListInfo, version: int, changes) -> None:
+def apply_delta(folder: Path, info: ListInfo, version: int, changes: Changes) -> None:
     """Write `changes` (added, changed, removed) into the overlay of info's file and make it `version`.
 
     `changes` says which codes the sender believed present: a code added that is here, or changed or
     removed that is not, shows the delta was made against other contents than this device holds, and
     nothing is changed."""
     mismatch = f"list {info.name}: the delta was made against other contents than version {info.version} here"
-    conn = open_list(folder / info.file, readonly=False)
+    conn = open_list(folder / info.file_name(), readonly=False)
     try:
         conn.execute("PRAGMA temp_store = MEMORY")
         conn.execute("CREATE TEMP TABLE delta (code NOT NULL PRIMARY KEY, kind INTEGER NOT NULL, deny INTEGER "
@@ -90,20 +90,27 @@ def _mark_listed(folder: Path, conn: sqlite3.Connection) -> None:
         keys.close()
 
 
-def fold(folder: Path, info: ListInfo, at_rows: int | None = None) -> int:
-    """Fold the overlay of info's file into its entries once it holds at_rows rows (default: FOLD_ROWS,
-    or FOLD_SHARE of the list); returns the rows folded, 0 if it was not due. Readers keep their snapshot
+def fold_due(count: int, fold_rows: int = FOLD_ROWS, fold_share: float = FOLD_SHARE) -> int:
+    """The overlay rows at which a list of `count` entries is folded: fold_rows, or fold_share of the
+    list if more."""
+    return max(fold_rows, int(count * fold_share))
+
+
+def fold(folder: Path, info: ListInfo, at_rows: int) -> int:
+    """Fold the overlay of info's file into its entries once it holds at_rows rows (see fold_due);
+    returns the rows folded, 0 if it was not due. Readers keep their snapshot
     meanwhile; what they find does not change. A hashed list gets a new keys file, written beside the old
     one and named in the same commit that empties the overlay."""
-    conn = open_list(folder / info.file, readonly=False)
+    file = info.file_name()
+    conn = open_list(folder / file, readonly=False)
     try:
-        rows = conn.execute("SELECT count(*) FROM overlay").fetchone()[0]
-        if not rows or rows < (max(FOLD_ROWS, int(info.count * FOLD_SHARE)) if at_rows is None else at_rows):
+        rows: int = conn.execute("SELECT count(*) FROM overlay").fetchone()[0]
+        if not rows or rows < at_rows:
             return 0
         with transaction(conn):
             old_keys = read_meta(conn)[2]
             if old_keys is not None:
-                conn.execute("UPDATE meta SET keys = ?", (_fold_keys(folder, conn, info.file, old_keys),))
+                conn.execute("UPDATE meta SET keys = ?", (_fold_keys(folder, conn, file, old_keys),))
             conn.execute("DELETE FROM entries WHERE code IN (SELECT code FROM overlay)")
             details = f" AND {HAS_DETAILS}" if old_keys is not None else ""
             conn.execute(f"INSERT INTO entries SELECT {COLUMNS} FROM overlay WHERE removed = 0{details}")

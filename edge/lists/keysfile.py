@@ -5,7 +5,8 @@ validity window, which stay in the list's SQLite file. 17 bytes an entry, where 
 same keys takes 25 (inserted in order) and its lookup walks four pages; here a lookup is one bisect
 over the blocks' first keys, held in memory (8 bytes a block, 333 KB for 10 million entries), one read
 of a 4 KiB block and a search within it. Plain Python: the lookup in C it replaces saved 1.5 µs
-warm and 8-25 µs cold here, and cost a C compiler on every Pi. The file is written once and never changed: a fold writes a new one.
+warm and 8-25 µs cold here, and cost a C compiler on every Pi. The file is written once and never
+changed: a fold writes a new one.
 
 Layout: a header block (MAGIC, record count), then data blocks of PER_BLOCK keys followed by their
 PER_BLOCK flag bytes, then the blocks' first-key prefixes (big-endian, 8 bytes each).
@@ -13,17 +14,18 @@ PER_BLOCK flag bytes, then the blocks' first-key prefixes (big-endian, 8 bytes e
 from __future__ import annotations
 
 import os
-import sqlite3
 import struct
 import sys
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from edge.common.sqlite import FILE_MODE
+from edge.lists.records import ListUnreadable
 
 KEY = 16
 BLOCK = 4096
@@ -35,12 +37,12 @@ DENY, DETAILS = 1, 2
 CHUNK_BLOCKS = 256  # a fold merges this many blocks at a time: about 1 MB, whatever the list's size
 
 
-class KeysError(sqlite3.DatabaseError):
-    """A keys file that is damaged, was not written whole, or was given keys out of order. A database
-    error like SQLite's own, so that a scan meets it as it meets a damaged list file."""
+class KeysError(ListUnreadable):
+    """A keys file that is damaged, was not written whole, or was given keys out of order: unreadable like
+    a damaged list file, so that a scan meets it as it meets one."""
 
 
-def _prefixes(data: bytes) -> array:
+def _prefixes(data: bytes) -> array[int]:
     fences = array("Q")
     fences.frombytes(data)
     if sys.byteorder == "little":
@@ -76,9 +78,9 @@ class KeysFile:
             raise KeysError(f"{self.path}: a block could not be read")
         return data, min(PER_BLOCK, self.count - b * PER_BLOCK)
 
-    def find(self, key: bytes) -> int | None:
-        """The flags of `key`, None if it is not in the file."""
-        if len(key) != KEY:
+    def find(self, key: str | bytes) -> int | None:
+        """The flags of `key`, None if it is not in the file (a text code never is)."""
+        if not isinstance(key, bytes) or len(key) != KEY:
             return None  # a shorter key would match the start of a record
         prefix = int.from_bytes(key[:8], "big")
         last = bisect_right(self.fences, prefix) - 1
@@ -95,10 +97,10 @@ class KeysFile:
                 at = data.find(key, at + 1, n * KEY)
         return None
 
-    def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(keys, flags) arrays of CHUNK_BLOCKS blocks at a time, in key order."""
-        for first in range(0, self.blocks, CHUNK_BLOCKS):
-            last = min(first + CHUNK_BLOCKS, self.blocks)
+    def chunks(self, blocks: int = CHUNK_BLOCKS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(keys, flags) arrays of `blocks` blocks at a time, in key order."""
+        for first in range(0, self.blocks, blocks):
+            last = min(first + blocks, self.blocks)
             data = np.frombuffer(os.pread(self.fd, BLOCK * (last - first), BLOCK * (1 + first)), dtype=np.uint8)
             data = data.reshape(last - first, BLOCK)
             n = min(self.count - first * PER_BLOCK, (last - first) * PER_BLOCK)
@@ -112,7 +114,7 @@ class KeysFile:
             yield from zip((raw[i:i + KEY] for i in range(0, len(raw), KEY)), flags.tolist())
 
 
-def create_private(path: Path):
+def create_private(path: Path) -> BinaryIO:
     """A new file open for writing with FILE_MODE whatever the umask: a list's keys are personal data."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
     try:
@@ -136,7 +138,7 @@ class KeysWriter:
         self.count = 0
         self.last = b""
 
-    def add(self, key: bytes, flags: int) -> None:
+    def add(self, key: str | bytes, flags: int) -> None:
         if not isinstance(key, bytes) or len(key) != KEY:
             raise KeysError(f"a key that is not {KEY} bytes ({str(key)[:40]}); a hashed list holds keyed hashes")
         if key <= self.last:
@@ -190,11 +192,13 @@ class KeysWriter:
         self.path.unlink(missing_ok=True)
 
 
-def merge(old: KeysFile, writer: KeysWriter, keys: np.ndarray, flags: np.ndarray, removed: np.ndarray) -> None:
+def merge(old: KeysFile, writer: KeysWriter, keys: np.ndarray, flags: np.ndarray, removed: np.ndarray, *,
+          chunk_blocks: int = CHUNK_BLOCKS) -> None:
     """Write old's records with an overlay applied: `keys` (sorted S16) replace or remove old records with
-    the same key, and add the others; a chunk of old at a time, so memory does not grow with the list."""
+    the same key, and add the others; chunk_blocks blocks of old at a time, so memory does not grow with
+    the list."""
     taken = 0
-    chunks = old.chunks()
+    chunks = old.chunks(chunk_blocks)
     current = next(chunks, None)
     while current is not None:
         following = next(chunks, None)
@@ -206,7 +210,8 @@ def merge(old: KeysFile, writer: KeysWriter, keys: np.ndarray, flags: np.ndarray
         _write_merged(writer, keys[:0], flags[:0], keys[taken:], flags[taken:], removed[taken:])
 
 
-def _write_merged(writer, old_keys, old_flags, keys, flags, removed) -> None:
+def _write_merged(writer: KeysWriter, old_keys: np.ndarray, old_flags: np.ndarray, keys: np.ndarray,
+                  flags: np.ndarray, removed: np.ndarray) -> None:
     if len(keys):
         at = np.searchsorted(keys, old_keys).clip(max=len(keys) - 1)
         keep = keys[at] != old_keys

@@ -13,6 +13,7 @@ import os
 import re
 import sqlite3
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ import numpy as np
 from edge.common.sqlite import connect, private_file
 from edge.lists.hashing import HASH_BYTES
 from edge.lists.keysfile import DENY, DETAILS, KeysError, KeysFile, KeysWriter
-from edge.lists.records import ListError
+from edge.lists.records import ListError, Row, translated
 
 OVERLAY = """
 CREATE TABLE IF NOT EXISTS overlay (code NOT NULL PRIMARY KEY, deny INTEGER NOT NULL, label TEXT,
@@ -46,7 +47,7 @@ def keys_file_name(file: str, fold: int) -> str:
     return f"{file}.k{fold}"
 
 
-def key_flags(deny, label, valid_from, valid_until) -> int:
+def key_flags(deny: object, label: str | None, valid_from: int | None, valid_until: int | None) -> int:
     """A hashed entry's flags in its keys file; DETAILS: its label or window is in the SQLite file."""
     details = label is not None or valid_from is not None or valid_until is not None
     return (DENY if deny else 0) | (DETAILS if details else 0)
@@ -59,6 +60,7 @@ class ListFile:
     a WAL database and syncs it to disk before anything may point at it.
     """
 
+    @translated
     def __init__(self, path: Path, version: int, hash_key: str | None):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,41 +76,48 @@ class ListFile:
         self.conn.execute("BEGIN")
         self.count = 0
 
-    def add(self, rows) -> None:
+    @translated
+    def add(self, rows: Iterable[Row]) -> None:
         """Rows in ascending code order: a hashed list's keys file takes no other; a B-tree's pages stay full."""
+        try:
+            self._add(rows)
+        except sqlite3.IntegrityError:
+            raise ListError(f"list file {self.path.name}: a code appears twice") from None
+
+    def _add(self, rows: Iterable[Row]) -> None:
         before = self.conn.total_changes
         if self.keys is None:
             self.conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)", rows)
             self.count += self.conn.total_changes - before
             return
         try:
-            self.conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)", self._keyed(rows))
+            self.conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)", self._keyed(self.keys, rows))
         except KeysError as exc:
             raise ListError(f"hashed list: {exc}") from None
         self.count = self.keys.count
 
-    def _keyed(self, rows):
+    def _keyed(self, keys: KeysWriter, rows: Iterable[Row]) -> Iterator[Row]:
         """Each row's key into the keys file; the rows with details on to the SQLite file."""
         for row in rows:
             flags = key_flags(*row[1:])
-            self.keys.add(row[0], flags)
+            keys.add(row[0], flags)
             if flags & DETAILS:
                 yield row
 
-    def add_unsorted(self, rows) -> None:
+    def add_unsorted(self, rows: Iterable[Row]) -> None:
         """Rows in any order; a code repeated raises sqlite3.IntegrityError, or ListError in a hashed list,
         whose keys are sorted in memory (about 40 bytes an entry at the peak; the hub imports hashed lists,
         a device receives them sorted): inserting ten million hashes in random order into a B-tree took
         minutes."""
         if self.keys is None:
-            return self.add(rows)
+            return self._add(rows)
         keys, flags = bytearray(), bytearray()
 
-        def collect():
+        def collect() -> Iterator[Row]:
             for row in rows:
-                code, *rest = row
-                keys.extend(code)
-                flags.append(key_flags(*rest))
+                code, deny, label, valid_from, valid_until = row
+                keys.extend(code if isinstance(code, bytes) else code.encode())  # a text code: a wrong length
+                flags.append(key_flags(deny, label, valid_from, valid_until))
                 if flags[-1] & DETAILS:
                     yield row
         self.conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)", collect())
@@ -127,6 +136,7 @@ class ListFile:
             raise ListError(f"hashed list: {exc}") from None
         self.count = self.keys.count
 
+    @translated
     def finish(self) -> int:
         self.conn.execute("COMMIT")
         self.conn.execute("PRAGMA journal_mode = WAL").fetchone()
@@ -176,10 +186,14 @@ def read_meta(conn: sqlite3.Connection) -> tuple[int, bool, str | None]:
     snapshot."""
     for query in _META[:-1]:
         try:
-            return conn.execute(query).fetchone()
+            row = conn.execute(query).fetchone()
+            break
         except sqlite3.OperationalError:  # an older file that no writer has brought up to date yet
             pass
-    return conn.execute(_META[-1]).fetchone()
+    else:
+        row = conn.execute(_META[-1]).fetchone()
+    version, overlaid, keys = row
+    return int(version), bool(overlaid), keys
 
 
 def open_keys(path: Path) -> KeysFile:

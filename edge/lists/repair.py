@@ -4,19 +4,35 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from typing import TYPE_CHECKING
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Protocol
 
 from edge.common.sqlite import private_file
-from edge.lists.listfile import KEYS_FILE, OVERLAY, open_list, read_meta
+from edge.lists.listfile import KEYS_FILE, OVERLAY, ListFile, open_list, read_meta
+from edge.lists.records import ListInfo
 from edge.lists.rows import file_rows
-
-if TYPE_CHECKING:
-    from edge.lists.store import ListStore
 
 log = logging.getLogger("checkpoint.lists")
 
 
-def migrate(store: ListStore) -> None:
+class Catalog(Protocol):
+    """What repair needs of the store (ListStore is one), named here so that repair does not import the
+    store that calls it."""
+
+    conn: sqlite3.Connection
+    dir: Path
+
+    def infos(self) -> list[ListInfo]: ...
+
+    def new_file(self, name: str, version: int, hash_key: str | None) -> ListFile: ...
+
+    def catalog_commit(self) -> AbstractContextManager[sqlite3.Connection]: ...
+
+    def delete_file(self, file: str) -> None: ...
+
+
+def migrate(store: Catalog) -> None:
     """Lists.db of version 0.1 held every list in one table: each list moves into a file of its own."""
     conn = store.conn
     columns = [row[1] for row in conn.execute("PRAGMA table_info(lists)")]
@@ -38,7 +54,7 @@ def migrate(store: ListStore) -> None:
     conn.execute("DROP TABLE list_entries")
 
 
-def reconcile(store: ListStore) -> None:
+def reconcile(store: Catalog) -> None:
     """A power cut between a delta's commit in its file and the catalog's update leaves the catalog one
     version behind: the file is right. Files no catalog row names (a build cut short) are removed; those
     made readable by everyone (by an older version) are made private."""

@@ -6,9 +6,9 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from edge.lists.csvrows import Row
 from edge.lists.keysfile import DENY, DETAILS, KeysError, KeysFile
 from edge.lists.listfile import COLUMNS, open_keys, open_list, read_meta
+from edge.lists.records import ListError, ListUnreadable, Row
 
 ROWS = (f"SELECT {COLUMNS} FROM (SELECT {COLUMNS} FROM entries WHERE code NOT IN (SELECT code FROM overlay) "
         f"UNION ALL SELECT {COLUMNS} FROM overlay WHERE removed = 0) ORDER BY code")
@@ -16,7 +16,16 @@ ROWS = (f"SELECT {COLUMNS} FROM (SELECT {COLUMNS} FROM entries WHERE code NOT IN
 
 def file_rows(path: Path) -> Iterator[Row]:
     """Every entry of a list file, (code, deny, label, valid_from, valid_until), in key order, with its
-    overlay applied."""
+    overlay applied; ListUnreadable when the file cannot be read."""
+    try:
+        yield from _file_rows(path)
+    except ListError:
+        raise
+    except sqlite3.Error as exc:
+        raise ListUnreadable(f"list file {path.name}: {exc}") from exc
+
+
+def _file_rows(path: Path) -> Iterator[Row]:
     conn = open_list(path, readonly=True)
     try:
         conn.execute("BEGIN")
@@ -34,7 +43,7 @@ def file_rows(path: Path) -> Iterator[Row]:
         conn.close()
 
 
-def _keyed_rows(conn: sqlite3.Connection, keys: KeysFile) -> Iterator[Row]:
+def _keyed_rows(conn: sqlite3.Connection, keys: KeysFile) -> Iterator[HashedRow]:
     """The keys file's entries, with the details of those that have some from the SQLite file."""
     details = conn.execute(f"SELECT {COLUMNS} FROM entries")  # in key order: the table is its key's B-tree
     for key, flags in keys:
@@ -47,7 +56,12 @@ def _keyed_rows(conn: sqlite3.Connection, keys: KeysFile) -> Iterator[Row]:
             yield (key, flags & DENY, None, None, None)
 
 
-def overlaid(rows: Iterator[Row], overlay: Iterator[tuple]) -> Iterator[Row]:
+# A hashed list's rows, whose codes are keyed hashes, and its overlay's: a row and whether it removes the code.
+HashedRow = tuple[bytes, int, str | None, int | None, int | None]
+HashedOverlayRow = tuple[bytes, int, str | None, int | None, int | None, int]
+
+
+def overlaid(rows: Iterator[HashedRow], overlay: Iterator[HashedOverlayRow]) -> Iterator[HashedRow]:
     """Ordered rows with the ordered overlay rows (…, removed) merged in: an overlay row replaces the row
     with its code, or removes it."""
     over = next(overlay, None)

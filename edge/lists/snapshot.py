@@ -18,7 +18,7 @@ from pathlib import Path
 
 from edge.lists.keysfile import DENY, DETAILS, KeysError, KeysFile
 from edge.lists.listfile import open_keys, open_list, read_meta
-from edge.lists.records import ListInfo
+from edge.lists.records import Code, ListInfo, translated
 
 HOLD_S = 1.0
 _LOOKUP = "SELECT deny, label, valid_from, valid_until, 0 FROM entries WHERE code = ?"
@@ -26,8 +26,10 @@ _IN_OVERLAY = "SELECT deny, label, valid_from, valid_until, removed FROM overlay
 _LOOKUP_OVERLAID = ("SELECT deny, label, valid_from, valid_until, removed FROM overlay WHERE code = ?1 "
                     "UNION ALL SELECT deny, label, valid_from, valid_until, 0 FROM entries WHERE code = ?1 LIMIT 1")
 
-# A key to its row (deny, label, valid_from, valid_until, removed), or None.
-Reader = Callable[[object], tuple | None]
+# What a lookup finds: (deny, label, valid_from, valid_until, removed).
+Found = tuple[int, str | None, int | None, int | None, int]
+# A key (the code, or its keyed hash in a hashed list) to what is found for it, or None.
+Reader = Callable[[Code], Found | None]
 
 
 class CatalogVersion:
@@ -36,11 +38,12 @@ class CatalogVersion:
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
 
+    @translated
     def read(self) -> tuple[int, int]:
         return self.conn.execute("PRAGMA data_version").fetchone()[0], self.conn.total_changes
 
 
-def close_aside(file) -> None:
+def close_aside(file: sqlite3.Connection | KeysFile) -> None:
     """Close a replaced list or keys file on a thread of its own: the last close of a file already
     unlinked frees its page cache there and then (180 ms for a 170 MB keys file), which a lookup must
     not wait for."""
@@ -53,14 +56,18 @@ def _reader(conn: sqlite3.Connection, overlaid: bool, keys: KeysFile | None) -> 
         query = _LOOKUP_OVERLAID if overlaid else _LOOKUP
         return lambda key: conn.execute(query, (key,)).fetchone()
 
-    def read(key):
-        if overlaid and (row := conn.execute(_IN_OVERLAY, (key,)).fetchone()) is not None:
-            return row
+    def read(key: Code) -> Found | None:
+        row: Found | None
+        if overlaid:
+            row = conn.execute(_IN_OVERLAY, (key,)).fetchone()
+            if row is not None:
+                return row
         flags = keys.find(key)
         if flags is None:
             return None
         if flags & DETAILS:
-            return conn.execute(_LOOKUP, (key,)).fetchone()
+            row = conn.execute(_LOOKUP, (key,)).fetchone()
+            return row
         return (flags & DENY, None, None, None, 0)
     return read
 
@@ -71,7 +78,7 @@ class Snapshot:
     def __init__(self, folder: Path, catalog: CatalogVersion, infos: Callable[[], list[ListInfo]],
                  hold_s: float = HOLD_S):
         self.folder, self.catalog, self.infos, self.hold_s = folder, catalog, infos, hold_s
-        self._seen: tuple | None = None  # the catalog's version when the files were opened
+        self._seen: tuple[int, int] | None = None  # the catalog's version when the files were opened
         self._open: dict[str, tuple[ListInfo, sqlite3.Connection]] = {}
         self._keys: dict[str, KeysFile] = {}  # the keys files open, by name
         self._reading: dict[str, tuple[ListInfo, Reader, int]] = {}  # per list: info, reader, version

@@ -17,10 +17,10 @@ from typing import IO
 from edge.common.clock import wall_ms
 from edge.common.sqlite import connect, transaction
 from edge.lists import delta
-from edge.lists.csvrows import CsvRows, Row
-from edge.lists.hashing import KeyedHash, key_id
+from edge.lists.csvrows import CsvRows
+from edge.lists.hashing import KeyedHash, hash_key_id
 from edge.lists.listfile import KEYS_FILE, ListFile, read_meta
-from edge.lists.records import ListError, ListInfo, Match, check_name
+from edge.lists.records import Changes, ListError, ListInfo, ListUnreadable, Match, Row, check_name, translated
 from edge.lists.repair import migrate, reconcile
 from edge.lists.rows import file_rows
 from edge.lists.snapshot import HOLD_S, CatalogVersion, Snapshot
@@ -38,11 +38,14 @@ class ListStore:
     renewed when the catalog moved or hold_s passed.
 
     `generation` moves with every commit to the catalog: compared rather than reading the catalog again
-    (Policy.missing_lists does)."""
+    (Policy.missing_lists does). A list's overlay is folded into its entries once it holds fold_rows rows,
+    or fold_share of the list if more (delta.py)."""
 
+    @translated
     def __init__(self, path: str | Path, *, readonly: bool = False, hash_keys: dict[str, bytes] | None = None,
-                 hold_s: float = HOLD_S):
+                 hold_s: float = HOLD_S, fold_rows: int = delta.FOLD_ROWS, fold_share: float = delta.FOLD_SHARE):
         self.path = Path(path)
+        self.fold_rows, self.fold_share = fold_rows, fold_share
         self.dir = self.path.parent / "lists.d"
         self.readonly = readonly
         self.hash_keys = dict(hash_keys or {})
@@ -60,11 +63,13 @@ class ListStore:
         self.conn.close()
 
     # -- reading ---------------------------------------------------------------------------------
+    @translated
     def release_old_snapshot(self) -> None:
         """End the list files' snapshot once the catalog moved or hold_s passed. The daemon calls this
         while idle too, so that no snapshot outlives a change or hold_s by much."""
         self._snapshot.release_if_old()
 
+    @translated
     def infos(self) -> list[ListInfo]:
         try:
             rows = self.conn.execute("SELECT * FROM lists ORDER BY name").fetchall()
@@ -74,6 +79,7 @@ class ListStore:
             raise
         return [ListInfo(*row) for row in rows]
 
+    @translated
     def info(self, name: str) -> ListInfo | None:
         try:
             row = self.conn.execute("SELECT * FROM lists WHERE name = ?", (name,)).fetchone()
@@ -88,10 +94,11 @@ class ListStore:
             return code
         hasher = self._hashers.get(info.hash_key)
         if hasher is None:
-            raise sqlite3.DatabaseError(f"list {info.name} is hashed with key {info.hash_key}, which this "
-                                        "device does not hold")
+            raise ListUnreadable(f"list {info.name} is hashed with key {info.hash_key}, which this device "
+                                 "does not hold")
         return hasher(code)
 
+    @translated
     def lookup(self, code: str, names: list[str] | None = None) -> list[Match]:
         """Every entry for `code` in the named lists (all lists when names is empty)."""
         matches = []
@@ -107,8 +114,9 @@ class ListStore:
         info = self.info(name)
         if info is None or not info.file:
             return
-        yield from file_rows(self.dir / info.file)
+        yield from file_rows(self.dir / info.file)  # translates SQLite's errors itself
 
+    @translated
     def files(self, name: str) -> list[Path]:
         """The files that hold the list's current version: its SQLite file and its keys file if any."""
         info = self.info(name)
@@ -122,15 +130,17 @@ class ListStore:
         return [self.dir / info.file] + ([self.dir / keys_name] if keys_name else [])
 
     def has_key(self, key_id: str | None) -> bool:
+        """Whether this device holds the hash key of that id (None: a list of readable codes needs none)."""
         return key_id is None or key_id in self.hash_keys
 
     # -- writing ---------------------------------------------------------------------------------
     @contextmanager
-    def catalog_commit(self):
+    def catalog_commit(self) -> Iterator[sqlite3.Connection]:
         """A catalog transaction; once committed, readers see the catalog moved at their next lookup."""
         with transaction(self.conn) as conn:
             yield conn
 
+    @translated
     def new_file(self, name: str, version: int, hash_key: str | None) -> ListFile:
         check_name(name)
         file = f"{name}.{version}.db"
@@ -139,6 +149,7 @@ class ListStore:
             file = f"{name}.{version}.again.db"  # the same version anew (allow_lower): never over the live file
         return ListFile(self.dir / file, version, hash_key)
 
+    @translated
     def import_csv(self, name: str, fh: IO[bytes], *, zone: str, max_code_bytes: int,
                    source: str | None = None, hash_key: bytes | None = None,
                    version: int | None = None) -> ListInfo:
@@ -153,7 +164,7 @@ class ListStore:
         elif version <= last:
             raise ListError(f"list {name}: version {version} is not newer than {last}")
         rows = CsvRows(fh, zone, max_code_bytes)
-        hashed = key_id(hash_key) if hash_key else None
+        hashed = hash_key_id(hash_key) if hash_key else None
         building = self.new_file(name, version, hashed)
         try:
             hasher = KeyedHash(hash_key) if hash_key else None
@@ -172,6 +183,7 @@ class ListStore:
         row = self.conn.execute("SELECT last_version FROM list_versions WHERE name = ?", (name,)).fetchone()
         return row[0] if row else 0
 
+    @translated
     def install(self, name: str, version: int, path: Path, *, count: int, sha256: str, source: str | None,
                 hash_key: str | None, allow_lower: bool = False) -> ListInfo:
         """Swap a finished file in as the list's current version: one catalog commit; the old file goes.
@@ -193,7 +205,8 @@ class ListStore:
             self.delete_file(old[0])
         return info
 
-    def apply_delta(self, name: str, *, base: int, version: int, changes, count: int, sha256: str,
+    @translated
+    def apply_delta(self, name: str, *, base: int, version: int, changes: Changes, count: int, sha256: str,
                     source: str | None) -> ListInfo:
         """Change version `base` of a list into `version`: first in its file (delta.apply_delta), then in
         the catalog. A resulting count other than the sender's shows the delta was made against other
@@ -213,14 +226,19 @@ class ListStore:
             cat.execute("INSERT OR REPLACE INTO list_versions VALUES (?, ?)", (name, version))
         return new
 
+    @translated
     def fold(self, name: str, *, at_rows: int | None = None) -> int:
-        """Fold the list's overlay into its entries if due (delta.fold); returns the rows folded."""
+        """Fold the list's overlay into its entries once it holds at_rows rows (default: fold_rows, or
+        fold_share of the list if more); returns the rows folded, 0 if it was not due."""
         info = self.info(name)
         if info is None or not info.file:
             return 0
+        if at_rows is None:
+            at_rows = delta.fold_due(info.count, self.fold_rows, self.fold_share)
         self._snapshot.release()  # this store's own snapshot would hold the fold's checkpoint back
         return delta.fold(self.dir, info, at_rows)
 
+    @translated
     def remove(self, name: str) -> bool:
         with self.catalog_commit() as conn:
             old = conn.execute("SELECT file FROM lists WHERE name = ?", (name,)).fetchone()

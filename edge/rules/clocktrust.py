@@ -13,13 +13,15 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+from collections.abc import Callable
 from functools import lru_cache
 
+from edge.common.build import build_date
 from edge.common.clock import parse_instant
 
 log = logging.getLogger("checkpoint.clock")
 
-BUILD_DATE = "2026-11-25"  # no entry can truly be older than the software that wrote it
+BUILD_DATE = build_date()  # no entry can truly be older than the software that wrote it
 BUILD_FLOOR_MS = parse_instant(BUILD_DATE, "UTC")
 JUMP_TOLERANCE_MS = 2000
 TIME_ERROR = 5  # adjtimex(2): the clock is not synchronised
@@ -28,7 +30,7 @@ UNTRUSTED = ("before-build", "behind-entries", "jumped-back")
 
 
 @lru_cache(maxsize=1)
-def _adjtimex():
+def _adjtimex() -> Callable[[ctypes.Array[ctypes.c_char]], int] | None:
     """libc's adjtimex, looked up once: find_library runs ldconfig in a child process, far too slow for
     every scan (half of a text scan's time, tens of milliseconds on a Pi). None where there is none."""
     try:
@@ -54,7 +56,7 @@ def kernel_synchronised() -> bool | None:
 
 class ClockTrust:
     def __init__(self, *, newest_entry_ms: int | None = None, require_sync: bool = False,
-                 synchronised=kernel_synchronised, floor_ms: int = BUILD_FLOOR_MS):
+                 synchronised: Callable[[], bool | None] = kernel_synchronised, floor_ms: int = BUILD_FLOOR_MS):
         self.newest_entry_ms = newest_entry_ms or 0
         self.require_sync = require_sync
         self.synchronised = synchronised

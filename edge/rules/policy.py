@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from edge.common.clock import boot_id
 from edge.common.model import Decision, Outcome, Reason
+from edge.credentials import trustfile
 from edge.credentials.decide import CredentialOutcome, CredentialStep
-from edge.lists import ListStore, Match
+from edge.lists import ListError, ListInfo, ListStore, Match
 from edge.rules.clocktrust import UNTRUSTED, ClockTrust
 from edge.settings.schema import DecisionSettings, Settings
 
@@ -34,7 +35,21 @@ def _list_reason(matches: list[Match], now_ms: int) -> tuple[Reason, Match | Non
     return Reason.NOT_LISTED, None
 
 
-def stale_lists(settings: DecisionSettings, infos, now_ms: int) -> list[str]:
+def credential_step(settings: Settings, lists: ListStore) -> CredentialStep | None:
+    """The credential step the daemon and `checkpoint check` run with these settings; None when no format
+    is enabled."""
+    credentials = settings.credentials
+    if not credentials.formats:
+        return None
+    trust_path = Path(credentials.dcc.trust_list) if credentials.dcc.trust_list else \
+        trustfile.default_path(settings.store.dir)
+    return CredentialStep(credentials, lists=lists, decision=settings.decision,
+                          trust_path=trust_path if "dcc" in credentials.formats else None,
+                          timezone=settings.device.timezone, gate=credentials.passes.gate or settings.device.id,
+                          untrusted_windows=settings.clock.untrusted_windows)
+
+
+def stale_lists(settings: DecisionSettings, infos: Iterable[ListInfo], now_ms: int) -> list[str]:
     """Names of the consulted lists not updated within their maximum age."""
     return [info.name for info in infos if settings.consults(info.name)
             and (hours := settings.max_age_h(info.name)) is not None
@@ -60,12 +75,12 @@ class Policy:
     def for_settings(cls, settings: Settings, lists: ListStore, last_allowed: LastAllowed) -> Policy:
         """The policy the daemon runs with these settings."""
         return cls(settings.decision, lists, last_allowed, settings.clock.untrusted_windows,
-                   CredentialStep.for_settings(settings, lists))
+                   credential_step(settings, lists))
 
     def missing_lists(self) -> list[str]:
         """Lists named in [decision] lists that the device does not hold. Cheap to call often: the catalog
         is read again only after the list store's generation moved (a commit to its catalog; every time where
-        there is no generation to watch). Raises sqlite3.Error when the catalog cannot be read."""
+        there is no generation to watch). Raises ListError when the catalog cannot be read."""
         if not self.settings.lists:
             return []  # every list on the device is consulted: none can be missing
         generation = getattr(self.lists, "generation", None)
@@ -164,7 +179,7 @@ def judge(policy: Policy, clock: ClockTrust, code: str, *, malformed: bool, now_
     try:
         decision = policy.decide(code, malformed=malformed, now_ms=now_ms, now_mono_ns=now_mono_ns,
                                  clock_trusted=clock.trusted(state))
-    except sqlite3.Error as exc:
+    except ListError as exc:
         log.error("LISTS UNREADABLE (%s): deciding store-failure", exc)
         decision = Decision(Outcome.DENY, Reason.STORE_FAILURE)
     return decision, state

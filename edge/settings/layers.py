@@ -17,12 +17,16 @@ from edge.settings.schema import ConfigError, Settings, parse_settings, read_con
 
 log = logging.getLogger("checkpoint.config")
 
+# One pushed layer as remote.json keeps it: {"target", "version", "merge", "settings", "key"}, its shape
+# checked by check_state before use.
+Layer = dict[str, Any]
+
 # What a pushed configuration may set. The device's identity, its store, its broker connection and the
 # keys it trusts stay in the local file: a bundle that could change them could cut the device off.
 REMOTE_SECTIONS = ("version", "source", "decoder", "decision", "outputs", "signals", "clock", "log", "credentials")
 
 
-def _deep_merge(base: dict, override: dict) -> dict:
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in override.items():
         merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(
@@ -30,7 +34,7 @@ def _deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
-def apply_layers(raw: dict[str, Any], layers: list[dict]) -> dict[str, Any]:
+def apply_layers(raw: dict[str, Any], layers: list[Layer]) -> dict[str, Any]:
     """Layers (each {"target", "version", "merge", "settings"}), least specific first, over the local
     file: 'override' merges table by table; 'full' replaces every pushable section."""
     local_version = raw.get("version")
@@ -50,13 +54,13 @@ def apply_layers(raw: dict[str, Any], layers: list[dict]) -> dict[str, Any]:
     return raw
 
 
-def check_state(state: dict, origin: str) -> dict:
+def check_state(state: dict[str, Any], origin: str) -> dict[str, Any]:
     """remote.json's shape, checked before anything trusts it: a file that is not what the receiver wrote
     (damaged, edited by hand, cut short) is refused whole, never half used."""
     def bad(what: str) -> ConfigError:
         return ConfigError(f"{origin}: not a remote state file ({what})")
 
-    def is_int(value) -> bool:
+    def is_int(value: object) -> bool:
         return type(value) is int and 0 <= value <= 2**53
 
     layers = state.get("config_layers", [])
@@ -87,7 +91,7 @@ def check_state(state: dict, origin: str) -> dict:
     return state
 
 
-def read_remote_state(store_dir: str | Path) -> dict:
+def read_remote_state(store_dir: str | Path) -> dict[str, Any]:
     """remote.json in the store ({} when there is none yet); ConfigError when it exists but cannot be used."""
     path = Path(store_dir) / "remote.json"
     try:
@@ -97,10 +101,11 @@ def read_remote_state(store_dir: str | Path) -> dict:
     return {} if state is None else check_state(state, for_log(str(path), 300))
 
 
-def remote_layers(store_dir: str | Path) -> list[dict]:
+def remote_layers(store_dir: str | Path) -> list[Layer]:
     """The accepted configuration layers, as the sync receiver saved them (remote.json in the store),
     whether or not they are still in force (see layers_in_force)."""
-    return read_remote_state(store_dir).get("config_layers", [])
+    layers: list[Layer] = read_remote_state(store_dir).get("config_layers", [])
+    return layers
 
 
 def signer_id(text: str) -> str:
@@ -115,13 +120,15 @@ def device_targets(device_id: str, groups: list[str]) -> list[str]:
     return ["all", *(f"group:{g}" for g in groups), f"device:{device_id}"]
 
 
-def layers_in_force(layers: list[dict], targets: list[str], trusted: set[str]) -> tuple[list[dict], list[tuple]]:
+def layers_in_force(layers: list[Layer], targets: list[str],
+                    trusted: set[str]) -> tuple[list[Layer], list[tuple[int, str]]]:
     """(layers that apply, in the targets' order; [(level, why), ...] for each left out).
 
     Only the layers of targets the device answers to now, signed by a key it trusts now: a device moved out
     of a group stops applying that group's layer, and a key rotated out stops what it signed. A layer saved
     before signers were recorded counts as of an unknown signer until its retained copy is verified again."""
-    kept, left_out = [], []
+    kept: list[Layer] = []
+    left_out: list[tuple[int, str]] = []
     for layer in layers:
         name = f"{for_log(layer['target'], 80)} v{layer['version']}"
         if layer["target"] not in targets:
@@ -140,7 +147,7 @@ def layers_in_force(layers: list[dict], targets: list[str], trusted: set[str]) -
     return kept, left_out
 
 
-def settings_with_layers(raw: dict[str, Any], data: bytes, layers: list[dict], origin: str) -> Settings:
+def settings_with_layers(raw: dict[str, Any], data: bytes, layers: list[Layer], origin: str) -> Settings:
     if raw.get("version") is None:
         raw = {**raw, "version": "sha256:" + hashlib.sha256(data).hexdigest()[:12]}
     merged = apply_layers(raw, layers)

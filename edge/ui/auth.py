@@ -14,7 +14,9 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -33,10 +35,6 @@ _HASHER = PasswordHasher()
 _DUMMY = _HASHER.hash(secrets.token_urlsafe(16))
 
 
-class OfficerError(Exception):
-    """An officer's password hash cannot be read or is not an argon2 hash."""
-
-
 
 
 def officer_hashes(settings: UISettings) -> dict[str, str]:
@@ -44,7 +42,7 @@ def officer_hashes(settings: UISettings) -> dict[str, str]:
     found = {}
     for officer in settings.officers:
         value = officer.password_hash
-        if value is None:
+        if value is None and officer.password_credential is not None:  # the settings give one of the two
             path = secret_path(officer.password_credential)
             try:
                 value = path.read_text(encoding="utf-8").strip()
@@ -52,7 +50,7 @@ def officer_hashes(settings: UISettings) -> dict[str, str]:
                 log.error("officer %s cannot log in: cannot read the password credential %s (%s)",
                           for_log(officer.name), path, getattr(exc, "strerror", None) or exc)
                 continue
-        if not value.startswith("$argon2"):
+        if value is None or not value.startswith("$argon2"):
             log.error("officer %s cannot log in: the password hash is not an argon2 hash "
                       "(make one with `checkpoint ui hash-password`)", for_log(officer.name))
             continue
@@ -87,7 +85,8 @@ class LoginLimit:
     keep that officer locked out from everywhere; the device's own screen always lets the officer in (its own
     per-address limit still applies), while remote guessing stays limited per address and per name."""
 
-    def __init__(self, failures: int = 5, window_s: float = 300.0, keys: int = 10_000, clock=time.monotonic):
+    def __init__(self, failures: int = 5, window_s: float = 300.0, keys: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic):
         self.failures, self.window_s, self.keys, self.clock = failures, window_s, keys, clock
         self._seen: dict[tuple[str, str], deque[float]] = {}
         self._lock = threading.Lock()
@@ -142,7 +141,7 @@ class Sessions:
     logout, SESSION_S after the login whatever the activity (no sliding), when the officer's password hash
     changes or the officer is removed, and when the daemon restarts. Bounded: the oldest logins go first."""
 
-    def __init__(self, max_age_s: float = 12 * 3600, keep: int = 1000, clock=time.monotonic):
+    def __init__(self, max_age_s: float = 12 * 3600, keep: int = 1000, clock: Callable[[], float] = time.monotonic):
         self.max_age_s, self.keep, self.clock = max_age_s, keep, clock
         self._table: dict[str, tuple[str, float, str]] = {}   # sid -> (officer, issued, hash at login)
         self._lock = threading.Lock()
@@ -182,7 +181,7 @@ def new_csrf_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def csrf_ok(session: dict, given: object) -> bool:
+def csrf_ok(session: dict[str, Any], given: object) -> bool:
     expected = session.get("csrf")
     return (isinstance(expected, str) and isinstance(given, str)
             and hmac.compare_digest(expected.encode(), given.encode()))
@@ -226,11 +225,12 @@ class Audit:
     entries of their own and are synced as such; they are listed here too, with the entry's id."""
 
     def __init__(self, keep: int = 50):
-        self._records: deque[dict] = deque(maxlen=keep)
+        self._records: deque[dict[str, Any]] = deque(maxlen=keep)
         self._lock = threading.Lock()
         self._number = 0
 
-    def record(self, action: str, officer: str, address: str, *, refused: bool = False, **details) -> dict:
+    def record(self, action: str, officer: str, address: str, *, refused: bool = False,
+               **details: object) -> dict[str, Any]:
         with self._lock:
             self._number += 1
             record = {"n": self._number, "wall_ms": time.time_ns() // 1_000_000, "action": action,
@@ -242,7 +242,7 @@ class Audit:
                       "".join(f" {k}={record[k]}" for k, v in details.items() if v is not None))
         return record
 
-    def recent(self) -> list[dict]:
+    def recent(self) -> list[dict[str, Any]]:
         with self._lock:
             return list(self._records)
 
@@ -254,7 +254,7 @@ class Refusals:
 
     LOG_EVERY_S = 60.0
 
-    def __init__(self, keys: int = 1000, clock=time.monotonic):
+    def __init__(self, keys: int = 1000, clock: Callable[[], float] = time.monotonic):
         self.keys, self.clock = keys, clock
         self._counts: dict[tuple[str, str, str], int] = {}
         self._logged: dict[str, float] = {}

@@ -14,6 +14,11 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.responses import Response
+
+from edge.ui.errors import TooManySubscribers as TooManySubscribers  # re-exported: the pages catch it from here
 
 INBOX_SIZE = 1024        # scans waiting for the server's loop (it drains them in one go)
 SUBSCRIBER_SIZE = 64     # events waiting for one page
@@ -26,8 +31,10 @@ CLOSED = {"type": "closed"}   # the server is stopping
 MONO_TO_WALL_NS = time.time_ns() - time.monotonic_ns()
 
 
-def scan_event(scan, seq: int) -> dict:
-    """What pages see of one scan (edge.app.pipeline.Scan). The code is in it: only the officer's page shows it."""
+def scan_event(scan: Any, seq: int | None) -> dict[str, Any]:
+    """What pages see of one scan (an edge.app.pipeline.Scan: a layer above, so Any here); seq None: not
+    through the hub (an officer's own action, answered to the officer). The code is in it: only the officer's
+    page shows it."""
     entry, decision = scan.entry, scan.decision
     return {
         "id": entry.id, "seq": seq, "wall_ms": entry.wall_ms, "source": entry.source, "code": entry.code,
@@ -39,17 +46,13 @@ def scan_event(scan, seq: int) -> dict:
     }
 
 
-class TooManySubscribers(Exception):
-    """The hub has its fill of live pages: the page is answered 503 and its EventSource tries again later."""
-
-
 class Subscriber:
     def __init__(self, hub: EventHub, size: int):
         self.hub = hub
-        self.queue: asyncio.Queue = asyncio.Queue(size)
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(size)
         self.dropped = False
 
-    def offer(self, event: dict) -> bool:
+    def offer(self, event: dict[str, Any]) -> bool:
         """Called on the loop. False when this subscriber is too slow and has been dropped."""
         try:
             self.queue.put_nowait(event)
@@ -67,7 +70,7 @@ class Subscriber:
             self.queue.get_nowait()
         self.queue.put_nowait(CLOSED)
 
-    async def next(self, timeout: float) -> dict | None:
+    async def next(self, timeout: float) -> dict[str, Any] | None:
         """The next event, or None after timeout seconds without one."""
         try:
             return await asyncio.wait_for(self.queue.get(), timeout)
@@ -80,7 +83,7 @@ class EventHub:
                  max_subscribers: int = MAX_SUBSCRIBERS, local_reserve: int = LOCAL_RESERVE):
         self.max_subscribers, self.local_reserve = max_subscribers, min(local_reserve, max_subscribers)
         self.refused = 0     # subscriptions refused for want of a slot
-        self._inbox: queue.Queue = queue.Queue(inbox_size)
+        self._inbox: queue.Queue[Any] = queue.Queue(inbox_size)
         self._subscriber_size = subscriber_size
         self._subscribers: set[Subscriber] = set()   # touched on the loop only
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -89,10 +92,10 @@ class EventHub:
         self._lock = threading.Lock()  # attach/detach against publish's loop lookup
         self.published = 0   # scans handed to subscribers
         self.dropped = 0     # scans not delivered: inbox full, or a subscriber too slow (counted per subscriber)
-        self.last: dict | None = None  # the newest event (a page that opens shows nothing older)
+        self.last: dict[str, Any] | None = None  # the newest event (a page that opens shows nothing older)
 
     # -- the pipeline's thread --------------------------------------------------------------------
-    def publish(self, scan) -> None:
+    def publish(self, scan: Any) -> None:
         """Hand one scan to the subscribers; never blocks."""
         loop = self._loop
         if loop is None:
@@ -156,7 +159,7 @@ class EventHub:
                     self.dropped += 1
                     self._subscribers.discard(subscriber)
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         return {"published": self.published, "dropped": self.dropped, "subscribers": self.subscribers,
                 "refused": self.refused, "waiting": self._inbox.qsize()}
 
@@ -172,15 +175,13 @@ KEEPALIVE_S = 15.0
 RETRY_AFTER_S = 5
 
 
-def full_response():
+def full_response() -> Response:
     """503 for a page that found no free slot; its EventSource is told when to come back."""
-    from starlette.responses import Response
-
     return Response("too many live pages; try again shortly\n", status_code=503, media_type="text/plain",
                     headers={"Retry-After": str(RETRY_AFTER_S), "Cache-Control": "no-store"})
 
 
-def stream(subscriber: Subscriber, render: Callable[[dict], bytes | None]) -> AsyncIterator[bytes]:
+def stream(subscriber: Subscriber, render: Callable[[dict[str, Any]], bytes | None]) -> AsyncIterator[bytes]:
     """The body of an SSE response: render(event) gives the bytes for a scan (None: not for this page).
     The subscriber leaves the hub when the stream ends (the browser went away, or the server stops), and also
     when a body that never started is dropped (a client gone before its response began): with a cap on
@@ -190,7 +191,7 @@ def stream(subscriber: Subscriber, render: Callable[[dict], bytes | None]) -> As
     return body
 
 
-async def _stream(subscriber: Subscriber, render: Callable[[dict], bytes | None]) -> AsyncIterator[bytes]:
+async def _stream(subscriber: Subscriber, render: Callable[[dict[str, Any]], bytes | None]) -> AsyncIterator[bytes]:
     try:
         yield b"retry: 2000\n\n"
         while True:

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime, timezone, tzinfo
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from edge.ui.errors import CatalogueError
 
 log = logging.getLogger("checkpoint.ui")
 
 MESSAGES = Path(__file__).parent / "messages"
 FALLBACK = "en"
-
-
-class CatalogueError(Exception):
-    """A catalogue file that cannot be read or is not a JSON object."""
 
 
 def languages() -> list[str]:
@@ -36,7 +35,7 @@ def _languages() -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=64)
-def _load(language: str, part: str) -> dict:
+def _load(language: str, part: str) -> dict[str, Any]:
     path = MESSAGES / language / f"{part}.json"
     if not path.is_file():
         return {}
@@ -49,18 +48,18 @@ def _load(language: str, part: str) -> dict:
     return data
 
 
-def _merge(base: dict, over: dict) -> dict:
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
         out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 
-def catalogue(language: str, *parts: str) -> dict:
+def catalogue(language: str, *parts: str) -> dict[str, Any]:
     """The merged words of these parts ("common" always first) in language, English filling the gaps."""
     if language not in languages():
         language = FALLBACK
-    words: dict = {}
+    words: dict[str, Any] = {}
     for part in ("common", *parts):
         words = _merge(words, _merge(_load(FALLBACK, part), _load(language, part)))
     words["language"] = language
@@ -74,7 +73,7 @@ def zone(name: str) -> ZoneInfo | timezone:
         return UTC
 
 
-def _fields(words: dict, ms: int, tz) -> dict:
+def _fields(words: dict[str, Any], ms: int, tz: tzinfo) -> dict[str, Any]:
     try:
         moment = datetime.fromtimestamp(ms / 1000, tz)
     except (OverflowError, OSError, ValueError):  # a list's date beyond what a calendar holds
@@ -84,30 +83,30 @@ def _fields(words: dict, ms: int, tz) -> dict:
             "month": months[moment.month - 1] if len(months) == 12 else str(moment.month)}
 
 
-def _format(pattern: str, **fields) -> str:
+def _format(pattern: str, **fields: object) -> str:
     try:
         return pattern.format(**fields)
     except (KeyError, IndexError, ValueError):
         return pattern  # a bad pattern in a catalogue shows as written rather than failing the page
 
 
-def date(words: dict, ms: int, tz) -> str:
+def date(words: dict[str, Any], ms: int, tz: tzinfo) -> str:
     return _format(words.get("date", "{y}-{m:02d}-{d:02d}"), **_fields(words, ms, tz))
 
 
-def time_of_day(words: dict, ms: int, tz) -> str:
+def time_of_day(words: dict[str, Any], ms: int, tz: tzinfo) -> str:
     return _format(words.get("time", "{H:02d}:{M:02d}"), **_fields(words, ms, tz))
 
 
-def date_time(words: dict, ms: int, tz) -> str:
+def date_time(words: dict[str, Any], ms: int, tz: tzinfo) -> str:
     return _format(words.get("datetime", "{date} {time}"), date=date(words, ms, tz), time=time_of_day(words, ms, tz))
 
 
-def decision_word(words: dict, decision: str) -> str:
-    return (words.get("decision") or {}).get(decision, decision)
+def decision_word(words: dict[str, Any], decision: str) -> str:
+    return str((words.get("decision") or {}).get(decision, decision))
 
 
-def reason_text(words: dict, event: dict, tz, now_ms: int | None = None) -> str:
+def reason_text(words: dict[str, Any], event: dict[str, Any], tz: tzinfo, now_ms: int | None = None) -> str:
     """The reason in plain words: with the window's date for expired / not yet valid, and the earlier scan's
     time (its date too when it was on another day) for repeated."""
     reasons = words.get("reason") or {}

@@ -6,7 +6,9 @@ in the screen's language, so nothing else about a scan leaves the device through
 from __future__ import annotations
 
 import json
+from datetime import tzinfo
 from pathlib import Path
+from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
@@ -14,6 +16,7 @@ from starlette.responses import (
     HTMLResponse,
     JSONResponse,
     RedirectResponse,
+    Response,
     StreamingResponse,
 )
 from starlette.routing import Route
@@ -49,10 +52,12 @@ def language(request: Request, context: UIContext) -> str:
     return wanted if wanted in i18n.languages() else context.settings.language
 
 
-def kiosk_view(event: dict, words: dict, tz, *, private: bool = True) -> dict:
+def kiosk_view(event: dict[str, Any], words: dict[str, Any], tz: tzinfo, *, private: bool = True) -> dict[str, Any]:
     """What the kiosk shows of one scan: never the code; with private=False (a screen not on this device) not
     the label (a person's name) nor the commit time either."""
-    decision = event.get("decision") if event.get("decision") in SYMBOLS else "review"
+    decision = str(event.get("decision"))
+    if decision not in SYMBOLS:
+        decision = "review"
     label = event.get("label")
     return {
         "seq": event.get("seq"), "decision": decision, "symbol": SYMBOLS[decision],
@@ -63,7 +68,7 @@ def kiosk_view(event: dict, words: dict, tz, *, private: bool = True) -> dict:
     }
 
 
-def health_marks(status: dict) -> dict:
+def health_marks(status: dict[str, Any]) -> dict[str, Any]:
     """The idle screen's three small marks: the source delivers, the lists are fresh, the hub answers."""
     source = status.get("source") or {}
     sync = status.get("sync") or {}
@@ -75,13 +80,13 @@ def health_marks(status: dict) -> dict:
     }
 
 
-def routes(context: UIContext) -> list:
+def routes(context: UIContext) -> list[Route]:
     tz = i18n.zone(context.timezone)
 
-    async def home(request: Request):
+    async def home(request: Request) -> Response:
         return RedirectResponse("/kiosk", status_code=303)
 
-    async def kiosk(request: Request):
+    async def kiosk(request: Request) -> Response:
         lang = language(request, context)
         words = i18n.catalogue(lang, "kiosk")
         others = [i18n.catalogue(other, "kiosk")["prompt"] for other in i18n.languages() if other != lang]
@@ -91,13 +96,13 @@ def routes(context: UIContext) -> list:
             events_url=f"/events?lang={lang}")
         return HTMLResponse(html, headers=KIOSK_HEADERS)
 
-    async def events(request: Request):
+    async def events(request: Request) -> Response:
         words = i18n.catalogue(language(request, context), "kiosk")
 
         # The stream is public: names go only to the device's own screen (a loopback client).
         local = is_loopback(request.client.host if request.client else "")
 
-        def render(event: dict) -> bytes:
+        def render(event: dict[str, Any]) -> bytes:
             return sse("scan", json.dumps(kiosk_view(event, words, tz, private=local), ensure_ascii=False),
                        event.get("seq"))
 
@@ -108,7 +113,7 @@ def routes(context: UIContext) -> list:
         return StreamingResponse(stream(subscriber, render), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
-    async def health(request: Request):
+    async def health(request: Request) -> Response:
         status = context.status()
         return JSONResponse({"state": status.get("state", "starting"), "marks": health_marks(status),
                              "problems": len(status.get("problems") or []), "events": context.events.stats()},

@@ -11,6 +11,7 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from edge.common.clock import mono_ns, wall_ms
 from edge.common.model import Outcome
@@ -19,6 +20,9 @@ from edge.common.sqlite import connect
 from edge.common.textsafe import for_log
 from edge.ui.context import ActionRefused, UIContext
 from edge.ui.events import EventHub, scan_event
+
+if TYPE_CHECKING:
+    from edge.ui.server import UIServer  # imported when the screens start
 
 log = logging.getLogger("checkpoint.ui")
 
@@ -36,10 +40,10 @@ class _Request:
     """One officer action. Its state changes under the lock, so an action whose asker gave up is never run
     later (a review Allow must not open the relay seconds after the officer was told "not recorded")."""
 
-    def __init__(self, work: Callable):
+    def __init__(self, work: Callable[[Any], dict[str, Any]]):
         self.work = work
         self.done = threading.Event()
-        self.result = None
+        self.result: dict[str, Any] = {}
         self.error: BaseException | None = None
         self.state = QUEUED
         self._lock = threading.Lock()
@@ -69,34 +73,34 @@ class _Request:
 
 
 class UILink:
-    def __init__(self):
+    def __init__(self) -> None:
         self.events = EventHub()
-        self.server = None          # edge.ui.server.UIServer while the screens are served
+        self.server: UIServer | None = None  # while the screens are served
         self.error: str | None = None
-        self.status: dict = {}      # replaced whole by the daemon's thread; read by the server's
+        self.status: dict[str, Any] = {}  # replaced whole by the daemon's thread; read by the server's
         self._requests: queue.Queue[_Request] = queue.Queue(QUEUE_MAX)
         self._closed = True         # no server: _ask refuses at once
         self._closed_lock = threading.Lock()
         self.action_timeout_s = ACTION_TIMEOUT_S
-        self._parts = None          # the daemon's current Parts, for the actions (used on its thread only)
-        self._key = None            # the settings the server was started with
+        self._parts: Any = None     # the daemon's current edge.app.parts.Parts (a layer above), for the actions
+        self._key: tuple[Any, ...] | None = None  # the settings the server was started with
         self.context: UIContext | None = None
 
     # -- the daemon's thread ----------------------------------------------------------------------
-    def on_scan(self, scan) -> None:
+    def on_scan(self, scan: Any) -> None:
         self.events.publish(scan)
 
     @property
     def active(self) -> bool:
         return self.server is not None
 
-    def info(self) -> dict | None:
+    def info(self) -> dict[str, Any] | None:
         """What status.json says of the screens ({"url": ...}); None when they are off."""
         if self._key is None:
             return None
         return {"url": self.server.url if self.server else None, **({"error": self.error} if self.error else {})}
 
-    def apply(self, parts) -> bool:
+    def apply(self, parts: Any) -> bool:
         """Start, keep, restart or stop the screens for these parts' settings (at start and after a reload).
         True when they changed (status.json is then due)."""
         self._parts = parts
@@ -127,7 +131,7 @@ class UILink:
         log.info("screens: %s/kiosk", self.server.url)
         return True
 
-    def audit(self) -> list[dict]:
+    def audit(self) -> list[dict[str, Any]]:
         """The officers' recent actions (logins, refusals) on the page now served: they go up in the status."""
         if self.server is None or self.context is None:
             return []
@@ -135,7 +139,7 @@ class UILink:
 
         return officer.audit(self.context).recent()
 
-    def update_status(self, snapshot: dict, agent) -> None:
+    def update_status(self, snapshot: dict[str, Any], agent: Any) -> None:
         sync = {"enabled": agent is not None, "connection": agent.state.get("connection") if agent else None,
                 "last_sync_ms": agent.state.get("last_sync_ms") if agent else None}
         self.status = {**snapshot, "sync": sync, "ui": self.info()}
@@ -182,7 +186,7 @@ class UILink:
         self.error = None
 
     # -- the web server's threads -----------------------------------------------------------------
-    def _ask(self, work: Callable):
+    def _ask(self, work: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
         request = _Request(work)
         with self._closed_lock:  # against stop(): nothing is queued once it has refused the waiting ones
             if self._closed:
@@ -192,18 +196,19 @@ class UILink:
             except queue.Full:
                 raise ActionRefused("busy", "too many actions waiting") from None
         if not request.done.wait(self.action_timeout_s):
-            if request.abandon(ActionRefused("busy", "the pipeline did not answer in time")):
-                raise request.error
+            late = ActionRefused("busy", "the pipeline did not answer in time")
+            if request.abandon(late):
+                raise late
             request.done.wait()  # already running: its answer comes within one step
         if request.error is not None:
             raise request.error
         return request.result
 
-    def submit(self, code: str, officer: str) -> dict:
+    def submit(self, code: str, officer: str) -> dict[str, Any]:
         if not isinstance(code, str) or not code.strip():
             raise ActionRefused("empty")
 
-        def work(parts) -> dict:
+        def work(parts: Any) -> dict[str, Any]:
             pipeline = parts.pipeline
             typed = code_from_bytes(code.strip().encode("utf-8", "surrogatepass"))
             scan = pipeline.handle(typed, mono_ns(), source="manual", officer=officer)
@@ -211,13 +216,13 @@ class UILink:
 
         return self._ask(work)
 
-    def review(self, entry_id: str, answer: str, officer: str) -> dict:
+    def review(self, entry_id: str, answer: str, officer: str) -> dict[str, Any]:
         if answer not in (Outcome.ALLOW.value, Outcome.DENY.value):
             raise ActionRefused("bad-answer")
         if not isinstance(entry_id, str) or not entry_id or len(entry_id) > 64:
             raise ActionRefused("not-found")
 
-        def work(parts) -> dict:
+        def work(parts: Any) -> dict[str, Any]:
             conn = parts.store.conn
             if conn is None:
                 raise ActionRefused("store", parts.store.error or "the entry database is not open")
@@ -241,7 +246,7 @@ class UILink:
 
         return self._ask(work)
 
-    def recent(self, count: int) -> list[dict]:
+    def recent(self, count: int) -> list[dict[str, Any]]:
         """The newest entries, newest first, read on a connection of the caller's own."""
         parts = self._parts
         if parts is None:

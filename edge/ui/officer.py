@@ -40,7 +40,7 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from edge.common.textsafe import for_log
-from edge.ui import i18n
+from edge.ui import i18n, panels
 from edge.ui.auth import (
     Audit,
     LoginLimit,
@@ -65,7 +65,6 @@ MAX_FIELD = 1024           # any other form field
 SESSION_COOKIE = "checkpoint_officer"
 SESSION_MAX_AGE_S = 12 * 3600
 DECISIONS = ("allow", "deny", "review")
-SYMBOLS = {"allow": "✓", "deny": "✗", "review": "?"}
 HEADERS = {"Content-Security-Policy": "default-src 'self'; connect-src 'self'; img-src 'self' data:; "
                                       "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
            "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store",
@@ -137,134 +136,13 @@ async def _asset(name: str, request: Request) -> Response:
 
 
 # ---- words ---------------------------------------------------------------------------------------
-def _words(page: _Officer, request: Request) -> dict:
+def _words(page: _Officer, request: Request) -> panels.Words:
     language = request.session.get("lang") or page.context.settings.language
     return i18n.catalogue(language, "officer")
 
 
-def _say(words: dict, key: str, **fields) -> str:
-    text = words.get(key, key)
-    try:
-        return text.format(**fields) if fields else text
-    except (KeyError, IndexError, ValueError):
-        return text
-
-
-def _row(page: _Officer, words: dict, event: dict, answers: dict[str, dict], now_ms: int) -> dict:
-    """One scan as the list shows it: everything already in words."""
-    tz = i18n.zone(page.context.timezone)
-    wall = event.get("wall_ms") if isinstance(event.get("wall_ms"), int) else 0
-    decision = event.get("decision") or "deny"
-    source = event.get("source") or ""
-    list_name, version = event.get("list_name"), event.get("list_version")
-    row = {"id": event.get("id") or "", "ref_id": event.get("ref_id") or "", "decision": decision,
-           "decision_word": i18n.decision_word(words, decision), "symbol": SYMBOLS.get(decision, "·"),
-           "reason": event.get("reason") or "unknown", "reason_text": i18n.reason_text(words, event, tz, now_ms),
-           "label": event.get("label") or "", "code": event.get("code") or "",
-           "list": f"{list_name} v{version}" if list_name and version is not None else list_name or "",
-           "source": {"manual": words.get("source_manual"), "review": words.get("source_review")}.get(source)
-           or source.partition(":")[0], "source_full": source, "officer": event.get("officer") or "", "wall_ms": wall,
-           "time": i18n.time_of_day(words, wall, tz), "date": i18n.date(words, wall, tz), "state": ""}
-    if decision == "review" and source != "review":
-        answer = answers.get(row["id"])
-        expires = wall + int(page.context.settings.review_expiry_s * 1000)
-        row["expires_ms"] = expires
-        if answer is not None:
-            row["state"] = "answered"
-            row["answer"] = _say(words, "answered", decision=i18n.decision_word(words, answer["decision"]),
-                                 officer=answer.get("officer") or "?")
-        elif now_ms >= expires:
-            row["state"] = "expired"
-        else:
-            row["state"] = "waiting"
-    return row
-
-
-def _with_repeats(entries: list[dict]) -> list[dict]:
-    """Store rows (newest first) do not keep when a repeated code was allowed before; the list itself shows it,
-    so "Already scanned at 08:14" reads the same whether the row came live or from the database."""
-    out = []
-    for index, entry in enumerate(entries):
-        if entry.get("reason") == "repeated" and entry.get("repeated_at_ms") is None:
-            earlier = next((e for e in entries[index + 1:] if e.get("code") == entry.get("code")
-                            and e.get("decision") == "allow"), None)
-            if earlier is not None:
-                entry = {**entry, "repeated_at_ms": earlier.get("wall_ms")}
-        out.append(entry)
-    return out
-
-
-def _answers(rows: list[dict]) -> dict[str, dict]:
-    return {r["ref_id"]: r for r in rows if r.get("ref_id") and r.get("source") == "review"}
-
-
-def _render(name: str, status: int = 200, **values) -> HTMLResponse:
+def _render(name: str, status: int = 200, **values: Any) -> HTMLResponse:
     return HTMLResponse(_env.get_template(name).render(**values), status_code=status, headers=HEADERS)
-
-
-# ---- health --------------------------------------------------------------------------------------
-def _health(words: dict, status: dict, tz) -> list[dict]:
-    """What `checkpoint status` shows, in words, each with a level: ok, warn, bad."""
-    def item(key, text, level):
-        return {"name": words.get(key, key), "text": text, "level": level}
-
-    def get(*path):
-        value: Any = status
-        for key in path:
-            value = value.get(key) if isinstance(value, dict) else None
-        return value
-
-    unknown = words.get("unknown", "?")
-    out = []
-    state = get("source", "state")
-    name = get("source", "name")
-    out.append(item("health_source", f"{(words.get('source_state') or {}).get(state, state or unknown)}"
-                    + (f" ({name})" if name else ""), "ok" if state in ("ok", "finished") else "bad"))
-    clock, trusted = get("clock", "state"), get("clock", "trusted")
-    shown = (words.get("clock_state") or {}).get(clock, clock or unknown)
-    out.append(item("health_clock", _say(words, "clock_trusted" if trusted else "clock_untrusted", state=shown),
-                    "bad" if not trusted else "ok" if clock == "ok" else "warn"))
-    stale, missing = get("stale_lists") or [], get("missing_lists") or []
-    lists = get("lists") if isinstance(get("lists"), dict) else {}
-    texts = [_say(words, "list_info", name=n, version=(i or {}).get("version", "?"), age=(i or {}).get("age_h", "?"))
-             + (f" — {_say(words, 'list_stale', name=n)}" if n in stale else "") for n, i in lists.items()]
-    texts += [_say(words, "list_missing", name=n) for n in missing]
-    out.append(item("health_lists", "; ".join(texts) or words.get("no_lists", ""),
-                    "bad" if stale or missing else "ok" if lists else "warn"))
-    store = get("store")
-    if isinstance(store, dict):
-        text = words.get("store_ok") if store.get("healthy") else _say(words, "store_bad", error=store.get("error"))
-        if store.get("held"):
-            text += "; " + _say(words, "store_held", held=store.get("held"))
-        out.append(item("health_store", text, "ok" if store.get("healthy") else "bad"))
-        disk = store.get("disk") or {}
-        if "free_mb" in disk:
-            percent = disk.get("free_percent") or 0
-            out.append(item("health_disk", _say(words, "disk_free", free=disk["free_mb"], percent=percent),
-                            "bad" if percent < 2 else "warn" if percent < 10 else "ok"))
-    sync = get("sync")
-    if isinstance(sync, dict) and sync.get("enabled", True) is not False:
-        connection = sync.get("connection") or "unknown"
-        last = sync.get("last_sync_ms")
-        last = i18n.date_time(words, last, tz) if isinstance(last, int) else sync.get("last_sync") or words.get("never")
-        text = _say(words, "sync_state", connection=(words.get("sync_connection") or {}).get(connection, connection),
-                    last=last)
-        depth = (sync.get("outbox") or {}).get("depth")
-        if isinstance(depth, int):
-            text += "; " + _say(words, "sync_outbox", depth=depth)
-        out.append(item("health_sync", text, "ok" if connection == "online" else "warn"))
-        refused = (sync.get("remote") or {}).get("last_rejected")
-        if isinstance(refused, dict):
-            out.append(item("health_refused", f"{refused.get('kind') or '-'} {refused.get('name') or ''} "
-                            f"v{refused.get('version') or '-'}: {refused.get('reason') or ''}", "warn"))
-        else:
-            out.append(item("health_refused", words.get("none", ""), "ok"))
-    else:
-        out.append(item("health_sync", words.get("sync_off", ""), "warn"))
-    problems = get("problems") or []
-    if problems:
-        out.append(item("health_problems", "; ".join(str(p) for p in problems), "bad"))
-    return out
 
 
 # ---- handlers ------------------------------------------------------------------------------------
@@ -296,9 +174,9 @@ async def _show(page: _Officer, request: Request) -> Response:
     if officer is None:
         return _render("officer_login.html", **common)
     now = time.time_ns() // 1_000_000
-    events = _with_repeats(await asyncio.to_thread(page.context.recent, RECENT))
-    answers = _answers(events)
-    rows = [_row(page, words, e, answers, now) for e in events]
+    events = panels.with_repeats(await asyncio.to_thread(page.context.recent, RECENT))
+    answers = panels.answers(events)
+    rows = [panels.row(page.context, words, e, answers, now) for e in events]
     try:
         status = await asyncio.to_thread(page.context.status)
     except Exception as exc:  # a status that cannot be read leaves the panel empty, not the page
@@ -307,7 +185,8 @@ async def _show(page: _Officer, request: Request) -> Response:
     reasons = sorted({r["reason"] for r in rows} | set(words.get("reason") or {}) - {"expired_since",
                      "not-yet-valid_from", "repeated_at"})
     return _render("officer.html", **common, officer=officer, rows=rows, now_ms=now,
-                   health=_health(words, status if isinstance(status, dict) else {}, i18n.zone(page.context.timezone)),
+                   health=panels.health(words, status if isinstance(status, dict) else {},
+                                        i18n.zone(page.context.timezone)),
                    decisions=[(d, i18n.decision_word(words, d)) for d in DECISIONS],
                    reasons=[(r, (words.get("reason") or {}).get(r, r)) for r in reasons])
 
@@ -326,7 +205,8 @@ def _back(request: Request, message: str | None = None, level: str = "info") -> 
     return RedirectResponse("/officer", status_code=303, headers=HEADERS)
 
 
-async def _checked(page: _Officer, request: Request, *, logged_in: bool = True):
+async def _checked(page: _Officer, request: Request, *,
+                   logged_in: bool = True) -> tuple[dict[str, str], Response | None]:
     """The form when its CSRF token is the session's (and an officer is logged in); else a 403 response."""
     form = await _form(request)
     officer = _officer(page, request)
@@ -337,7 +217,7 @@ async def _checked(page: _Officer, request: Request, *, logged_in: bool = True):
             page.audit.record("forged-or-stale-form", officer, _client(request), refused=True,
                               path=request.url.path)
         words = _words(page, request)
-        return None, _render("officer_refused.html", 403, w=words, lang=words.get("html_lang", "en"),
+        return {}, _render("officer_refused.html", 403, w=words, lang=words.get("html_lang", "en"),
                              message=words.get("forbidden"))
     return form, None
 
@@ -352,7 +232,7 @@ async def _login(page: _Officer, request: Request) -> Response:
     wait = page.limit.attempt(address, name)  # counted now, before the check: parallel guesses are limited too
     if wait > 0:
         page.refusals.count("login-limited", request.url.path, address)
-        return _back(request, _say(words, "login_limited", minutes=max(1, round(wait / 60))), "bad")
+        return _back(request, panels.say(words, "login_limited", minutes=max(1, round(wait / 60))), "bad")
     if page.checking is None:
         page.checking = asyncio.Semaphore(1)
     if page.checking.locked():
@@ -378,7 +258,7 @@ async def _logout(page: _Officer, request: Request) -> Response:
     form, refused = await _checked(page, request)
     if refused:
         return refused
-    page.audit.record("logout", _officer(page, request), _client(request))
+    page.audit.record("logout", _officer(page, request) or "?", _client(request))
     page.sessions.end(request.session.get("sid"))  # a copy of the cookie is refused from now on
     lang = request.session.get("lang")
     request.session.clear()
@@ -387,13 +267,13 @@ async def _logout(page: _Officer, request: Request) -> Response:
     return _back(request)
 
 
-def _refused(words: dict, exc: Exception) -> str:
+def _refused(words: panels.Words, exc: Exception) -> str:
     """Why the daemon refused an action, in the page's words."""
     if isinstance(exc, ActionRefused):
         text = (words.get("refused") or {}).get(exc.reason)
         if text:
-            return text
-    return _say(words, "failed", why=str(exc)[:200])
+            return str(text)
+    return panels.say(words, "failed", why=str(exc)[:200])
 
 
 async def _review(page: _Officer, request: Request) -> Response:
@@ -412,7 +292,7 @@ async def _review(page: _Officer, request: Request) -> Response:
         return _back(request, _refused(words, exc), "bad")
     page.audit.record("review", officer, _client(request), answer=answer, ref_id=entry_id,
                       entry_id=(event or {}).get("id"))
-    return _back(request, _say(words, "review_done", decision=i18n.decision_word(words, answer)), "ok")
+    return _back(request, panels.say(words, "review_done", decision=i18n.decision_word(words, answer)), "ok")
 
 
 def _typed_code(text: str) -> str | None:
@@ -441,9 +321,10 @@ async def _manual(page: _Officer, request: Request) -> Response:
         return _back(request, _refused(words, exc), "bad")
     page.audit.record("manual", officer, _client(request), entry_id=(event or {}).get("id"))
     tz = i18n.zone(page.context.timezone)
-    return _back(request, _say(words, "manual_done", decision=i18n.decision_word(words, event.get("decision")),
-                               reason=i18n.reason_text(words, event, tz)),
-                 "ok" if event.get("decision") == "allow" else "bad")
+    decision = str(event.get("decision"))
+    return _back(request, panels.say(words, "manual_done", decision=i18n.decision_word(words, decision),
+                                     reason=i18n.reason_text(words, event, tz)),
+                 "ok" if decision == "allow" else "bad")
 
 
 async def _events(page: _Officer, request: Request) -> Response:
@@ -452,14 +333,14 @@ async def _events(page: _Officer, request: Request) -> Response:
     words = _words(page, request)
     template = _env.get_template("officer_row.html")
 
-    def render(event: dict) -> bytes | None:
+    def render(event: dict[str, Any]) -> bytes | None:
         if not isinstance(event, dict) or "decision" not in event:
             return None
         now = time.time_ns() // 1_000_000
-        row = _row(page, words, event, {}, now)
+        row = panels.row(page.context, words, event, {}, now)
         body = {"id": row["id"], "ref_id": row["ref_id"], "html": template.render(r=row, w=words, csrf=csrf)}
         if row["ref_id"] and event.get("source") == "review":
-            body["answer"] = _say(words, "answered", decision=row["decision_word"], officer=row["officer"] or "?")
+            body["answer"] = panels.say(words, "answered", decision=row["decision_word"], officer=row["officer"] or "?")
         return sse("scan", json.dumps(body, ensure_ascii=False), event.get("seq"))
 
     csrf = _csrf(request)

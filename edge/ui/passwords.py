@@ -8,15 +8,15 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from collections.abc import Callable
+from typing import TextIO
 
 from argon2 import PasswordHasher
 
+from edge.ui.errors import PasswordError
+
 MIN_LENGTH = 8
 MAX_LENGTH = 1024  # what the login form takes
-
-
-class PasswordError(Exception):
-    """A password that cannot be used; the message says why."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"refuse shorter passwords (default {MIN_LENGTH})")
 
 
-def read_password(stdin=None, prompt=getpass.getpass) -> str:
+def read_password(stdin: TextIO | None = None, prompt: Callable[[str], str] = getpass.getpass) -> str:
     stdin = stdin or sys.stdin
     if stdin.isatty():
         first = prompt("Officer's password: ")
@@ -40,15 +40,16 @@ def hash_password(password: str, min_length: int = MIN_LENGTH) -> str:
         raise PasswordError(f"password shorter than {min_length} characters")
     if len(password) > MAX_LENGTH:
         raise PasswordError(f"password longer than {MAX_LENGTH} characters (the login form takes no more)")
-    return PasswordHasher().hash(password)
+    hashed: str = PasswordHasher().hash(password)
+    return hashed
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     try:
         hashed = hash_password(read_password(), args.min_length)
     except PasswordError as exc:
         print(f"checkpoint ui hash-password: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_status
     except (EOFError, KeyboardInterrupt):
         print("checkpoint ui hash-password: no password given", file=sys.stderr)
         return 2

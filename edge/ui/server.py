@@ -13,13 +13,20 @@ import logging
 import socket
 import threading
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
-from starlette.routing import Mount
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
 from edge.ui import kiosk
 from edge.ui.context import UIContext
+from edge.ui.errors import UIError as UIError  # re-exported: what start_ui raises, caught by the hub's dashboard
+
+if TYPE_CHECKING:
+    import uvicorn  # imported when the screens start: a daemon without them never loads it
 
 log = logging.getLogger("checkpoint.ui")
 
@@ -30,10 +37,6 @@ STOP_TIMEOUT_S = 5.0
 # page holds one; the pipeline's database and devices need theirs). systemd's LimitNOFILE gives headroom.
 LIMIT_CONCURRENCY = 128
 BACKLOG = 128
-
-
-class UIError(Exception):
-    """The screens cannot be served (bad address, port taken, TLS files unreadable)."""
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -64,7 +67,7 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def officer_module():
+def officer_module() -> ModuleType | None:
     """edge/ui/officer.py when it is installed; the kiosk runs without it."""
     try:
         return importlib.import_module(".officer", __package__)
@@ -75,8 +78,8 @@ def officer_module():
 
 
 def build_app(context: UIContext) -> Starlette:
-    routes = list(kiosk.routes(context))
-    middleware = []
+    routes: list[BaseRoute] = list(kiosk.routes(context))
+    middleware: list[Middleware] = []
     officer = officer_module()
     if officer is not None:
         routes += list(officer.routes(context))
@@ -86,16 +89,16 @@ def build_app(context: UIContext) -> Starlette:
 
 
 class UIServer:
-    def __init__(self, context: UIContext, sock: socket.socket, url: str, config):
+    def __init__(self, context: UIContext, sock: socket.socket, url: str, config: uvicorn.Config):
         import uvicorn
 
         class Server(uvicorn.Server):
-            async def startup(inner, sockets=None):
+            async def startup(inner, sockets: list[socket.socket] | None = None) -> None:
                 context.events.attach(asyncio.get_running_loop())
                 await super().startup(sockets)
                 self._started.set()
 
-            async def shutdown(inner, sockets=None):
+            async def shutdown(inner, sockets: list[socket.socket] | None = None) -> None:
                 context.events.detach()  # every live stream ends, so the shutdown does not wait for them
                 await super().shutdown(sockets)
 

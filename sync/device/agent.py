@@ -15,24 +15,34 @@ import random
 import sqlite3
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import paho.mqtt.client as mqtt
+from pydantic import ValidationError
+
+from edge.common.backoff import Backoff
 from edge.common.clock import iso_ms, wall_ms
 from edge.common.sqlite import connect, transaction
 from edge.common.statefile import write_json
+from edge.entries.record import OUTBOX_SELECT
 from edge.entries.store import EntryReader, StoreError
 from edge.settings.schema import SyncSettings
 from sync.wire.codec import WireEntry, encode_batch
+from sync.wire.errors import MessageError
+from sync.wire.messages import Status
 from sync.wire.mqtt import connect_properties, make_client
+
+if TYPE_CHECKING:
+    from sync.device.remote import Receiver
+
+__all__ = ["Backoff", "SyncAgent", "clear_text_warning", "is_loopback", "significant", "topics", "unrouted_backoff"]
 
 log = logging.getLogger("checkpoint.sync")
 
-# The columns are the wire record's fields, in its order: a field added to WireEntry is read here too.
-_OUTBOX = (f"SELECT {', '.join(f.name for f in fields(WireEntry))} FROM entries "
-           "WHERE synced_ms IS NULL AND seq > ? ORDER BY seq LIMIT ?")
+# The columns are the entry record's wire fields, in WireEntry's order (codec checks that at import).
+_OUTBOX = f"SELECT {OUTBOX_SELECT} FROM entries WHERE synced_ms IS NULL AND seq > ? ORDER BY seq LIMIT ?"
 
 
 NO_MATCHING_SUBSCRIBERS = 0x10
@@ -44,7 +54,7 @@ UNROUTED_ERROR = "no collector subscribed at the broker; resending"
 STATUS_MIN_GAP_S = 1.0
 
 
-def significant(status: dict) -> str:
+def significant(status: dict[str, Any]) -> str:
     """The parts of the daemon's snapshot whose change the hub should hear of at once (not counters or
     clocks, which change all the time and go up every status_interval_s)."""
     source = status.get("source") or {}
@@ -60,26 +70,10 @@ def topics(prefix: str, device_id: str) -> tuple[str, str]:
     return f"{prefix}/{device_id}/entries", f"{prefix}/{device_id}/status"
 
 
-class Backoff:
-    """Waits that double from `first` to `cap`, each drawn from the upper half of its step ("equal
-    jitter"): a fleet that lost its collector at the same moment does not come back in step."""
-
-    def __init__(self, first: float = UNROUTED_FIRST_S, cap: float = UNROUTED_CAP_S,
-                 rng: Callable[[], float] = random.random):
-        self.first, self.cap, self.rng = first, cap, rng
-        self.attempts = 0
-        self.delays: deque[float] = deque(maxlen=32)  # the last waits chosen: what a test or a debugger looks at
-
-    def next(self) -> float:
-        step = min(self.cap, self.first * 2 ** min(self.attempts, 32))
-        self.attempts += 1
-        delay = step / 2 + self.rng() * step / 2
-        self.delays.append(delay)
-        return delay
-
-    def reset(self) -> None:
-        self.attempts = 0
-        self.delays.clear()
+def unrouted_backoff() -> Backoff:
+    """The agent's waits while no collector is subscribed: 1 s doubling to 60 s, each drawn from the upper
+    half of its step, so a fleet that lost its collector at the same moment does not come back in step."""
+    return Backoff(initial=UNROUTED_FIRST_S, maximum=UNROUTED_CAP_S, rng=random.random)
 
 
 def is_loopback(host: str) -> bool:
@@ -102,7 +96,8 @@ def clear_text_warning(settings: SyncSettings, username: str) -> str | None:
 
 class SyncAgent:
     def __init__(self, settings: SyncSettings, *, device_id: str, entries_path: Path,
-                 status: Callable[[], dict] | None = None, receiver=None, backoff: Backoff | None = None):
+                 status: Callable[[], dict[str, Any]] | None = None, receiver: Receiver | None = None,
+                 backoff: Backoff | None = None) -> None:
         self.settings = settings
         self.device_id = device_id
         self.entries_path = Path(entries_path)
@@ -115,16 +110,18 @@ class SyncAgent:
         self.client = make_client(
             client_id=device_id, username=username, password_file=settings.password_file,
             tls=settings.tls, ca_file=settings.ca_file, cert_file=settings.cert_file, key_file=settings.key_file)
-        self.client.will_set(self.status_topic, json.dumps({"device": device_id, "state": "offline"}), qos=1,
+        self.client.will_set(self.status_topic, Status(device=device_id, state="offline").to_json(), qos=1,
                              retain=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_publish = self._on_publish
         self.receiver = receiver  # sync.device.remote.Receiver: pushed config and lists, on this same connection
         if receiver is not None:
             self.client.on_message = receiver.on_message
             receiver.on_change = self.status_changed  # a bundle applied or refused: the hub hears at once
         self.connected = threading.Event()
+        self.connect_failures = 0  # attempts that reached no broker (refused, unreachable, a TLS handshake failed)
         self._acks: queue.Queue[tuple[int, bool, str]] = queue.Queue()
         self._inflight: dict[int, tuple[int, int, int]] = {}  # mid -> (first seq, last seq, count)
         self._status_mids: set[int] = set()
@@ -134,18 +131,18 @@ class SyncAgent:
         self._sent_upto = 0          # highest seq handed to paho in this process
         self._pending_since: float | None = None
         self._refused_until = 0.0
-        self.unrouted = backoff or Backoff()  # while no collector is subscribed: waits growing to a cap
+        self.unrouted = backoff or unrouted_backoff()  # while no collector is subscribed: waits growing to a cap
         self._status_due = False
         self._changed = threading.Event()  # something that matters changed: a status before the interval
         self._last_status = -STATUS_MIN_GAP_S  # monotonic time of the last status published
         self._seen: str | None = None  # significant() of the daemon's snapshot when last published
         self._publish_error: str | None = None  # the last_error a later successful PUBACK clears
-        self.state = {"connection": "starting", "last_sync_ms": None, "last_error": None, "synced": 0,
+        self.state: dict[str, Any] = {"connection": "starting", "last_sync_ms": None, "last_error": None, "synced": 0,
                       "refused": 0, "sent_batches": 0}
         self._db: sqlite3.Connection | None = None
 
     # -- paho callbacks (paho's network thread) ----------------------------------------------------
-    def _on_connect(self, client, userdata, flags, reason_code, properties):
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
             self._note_error(f"connection refused: {reason_code}")
             self.state["connection"] = "refused"
@@ -158,13 +155,18 @@ class SyncAgent:
         if self.receiver is not None:
             self.receiver.on_connect(client)
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
+                       properties: Any) -> None:
         self.connected.clear()
         if self.state["connection"] not in ("stopping", "refused"):
             self.state["connection"] = "offline"
             log.warning("sync: disconnected (%s); entries wait in the outbox", reason_code)
 
-    def _on_publish(self, client, userdata, mid, reason_code, properties):
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        # Not logged: paho retries on its own, and the status says "starting" or "offline" meanwhile.
+        self.connect_failures += 1
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         self._acks.put((mid, reason_code.value, str(reason_code)))
         self._wake.set()
 
@@ -195,8 +197,8 @@ class SyncAgent:
         self._handle_acks()
         self.state["connection"] = "stopping"
         if self.connected.is_set():
-            info = self.client.publish(self.status_topic, json.dumps({"device": self.device_id, "state": "offline",
-                                                                      "since_ms": wall_ms()}), qos=1, retain=True)
+            offline = Status(device=self.device_id, state="offline", since_ms=wall_ms())
+            info = self.client.publish(self.status_topic, offline.to_json(), qos=1, retain=True)
             try:
                 info.wait_for_publish(1.0)
             except (RuntimeError, ValueError):
@@ -246,6 +248,7 @@ class SyncAgent:
         if now < self._refused_until:
             return
         while len(self._inflight) < s.max_inflight:
+            assert self._db is not None  # start() opened it before the thread began
             rows = self._db.execute(_OUTBOX, (self._sent_upto, s.batch_max_entries)).fetchall()
             if not rows:
                 self._pending_since = None
@@ -300,6 +303,7 @@ class SyncAgent:
             self._refused_until = time.monotonic() + self.settings.retry_refused_s
         if acked:
             now = wall_ms()
+            assert self._db is not None
             with transaction(self._db) as db:  # every acknowledged batch marked in one commit
                 db.executemany("UPDATE entries SET synced_ms = ? WHERE seq BETWEEN ? AND ? "
                                      "AND synced_ms IS NULL", [(now, a, b) for a, b in acked])
@@ -321,7 +325,7 @@ class SyncAgent:
         if self.unrouted.attempts == 1:
             log.warning("sync: no collector is subscribed at the broker (the hub's collector is down, or the "
                         "broker has just restarted); entries wait in the outbox, offered again after %.1f s, "
-                        "then less and less often, up to every %.0f s", delay, self.unrouted.cap)
+                        "then less and less often, up to every %.0f s", delay, self.unrouted.maximum)
         self.state["last_error"] = UNROUTED_ERROR
         self._publish_error = UNROUTED_ERROR
 
@@ -331,7 +335,11 @@ class SyncAgent:
             log.error("sync: %s", message)
         self.state["last_error"] = message
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
+        """The status as published (its JSON fields)."""
+        return self.status_message().model_dump(mode="json", exclude_unset=True)
+
+    def status_message(self) -> Status:
         try:
             outbox = self._reader.outbox()
         except StoreError as exc:
@@ -339,21 +347,30 @@ class SyncAgent:
         last = self.state["last_sync_ms"]
         # The agent's own fields last: "state" is the connection's ("online", as the last will's "offline"),
         # whatever the daemon's snapshot calls its own state.
-        return {**self.status_extra(), "device": self.device_id, "state": "online", "sent_ms": wall_ms(),
-                "outbox": outbox, "last_sync": iso_ms(last) if last else None,
-                "last_error": self.state["last_error"], "synced": self.state["synced"],
-                "refused": self.state["refused"],
-                **({"remote": self.receiver.status()} if self.receiver is not None else {})}
+        fields = {**self.status_extra(), "device": self.device_id, "state": "online", "sent_ms": wall_ms(),
+                  "outbox": outbox, "last_sync": iso_ms(last) if last else None,
+                  "last_error": self.state["last_error"], "synced": self.state["synced"],
+                  "refused": self.state["refused"]}
+        try:
+            if self.receiver is not None:
+                fields["remote"] = self.receiver.status_message()
+            return Status.model_validate(fields)
+        except ValidationError as exc:
+            # A bug of ours (a field of the wrong type): the hub still hears the device is online, and why
+            # the rest is missing, rather than nothing at all.
+            error = str(MessageError(f"status not sent: {exc.errors(include_url=False)[0]}"))
+            self._note_error(error)
+            return Status(device=self.device_id, state="online", sent_ms=wall_ms(), last_error=error)
 
     def _publish_status(self) -> None:
         self._seen = significant(self.status_extra())
-        status = self.status()
+        status = self.status_message()
         if self.connected.is_set():
-            info = self.client.publish(self.status_topic, json.dumps(status), qos=1, retain=True)
+            info = self.client.publish(self.status_topic, status.to_json(), qos=1, retain=True)
             self._status_mids.add(info.mid)
-        self._write_state(status)
+        self._write_state(status.model_dump(mode="json", exclude_unset=True))
 
-    def _write_state(self, status: dict | None = None) -> None:
+    def _write_state(self, status: dict[str, Any] | None = None) -> None:
         """sync.json beside the database, for `checkpoint status` (atomic: written, then renamed)."""
         data = {**(status or {}), "connection": self.state["connection"], "broker":
                 f"{self.settings.host}:{self.settings.port}", "written_ms": wall_ms()}

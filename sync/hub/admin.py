@@ -17,15 +17,15 @@ import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edge.common.clock import wall_ms
 from edge.common.statefile import write_json
 from edge.credentials import trustfile
-from edge.lists import ListInfo, ListStore, check_name, file_rows
-from edge.lists import key_id as hash_key_id
+from edge.lists import ListError, ListInfo, ListStore, check_name, file_rows, hash_key_id, read_hash_key_file
 from edge.settings.layers import apply_layers
 from edge.settings.schema import parse_settings, parse_toml
-from sync.device import remote
+from sync.hub.errors import BrokerError, HubUsageError
 from sync.wire import listwire
 from sync.wire.bundle import (
     MAX_BUNDLE,
@@ -53,7 +53,7 @@ def parse_target(text: str) -> str:
     kind, _, name = target.partition(":")
     if target != "all" and (not name or not all(c.isalnum() or c in "._-" for c in name) or len(name) > 64
                             or (kind == "device" and name in ("all", "group"))):
-        raise ValueError(f"bad target {text!r}: use a device id, group:NAME or all")
+        raise HubUsageError(f"bad target {text!r}: use a device id, group:NAME or all")
     return target
 
 
@@ -62,7 +62,9 @@ def _write_secret(path: Path, data: bytes) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise ValueError(f"{path} exists; a key is never overwritten") from None
+        raise HubUsageError(f"{path} exists; a key is never overwritten") from None
+    except OSError as exc:
+        raise HubUsageError(f"{path}: {exc.strerror or exc}") from None
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
 
@@ -85,11 +87,16 @@ def read_private(path: Path):
     try:
         return load_private(Path(path).read_bytes())
     except OSError as exc:
-        raise ValueError(f"signing key {path}: {exc.strerror or exc}") from None
+        raise HubUsageError(f"signing key {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # load_private: not a PEM Ed25519 key
+        raise HubUsageError(f"signing key {path}: {exc}") from None
 
 
 def read_hash_key(path: Path) -> bytes:
-    [key] = remote.read_hash_key(str(path)).values()
+    try:
+        key = read_hash_key_file(path)
+    except ListError as exc:  # unreadable, or not 64 hex digits
+        raise HubUsageError(str(exc)) from None
     return key
 
 
@@ -161,9 +168,12 @@ def snapshot_chunks(store: ListStore, name: str, key_len: int):
 
 def diff(old, new):
     """(added, changed, removed) that turn the ordered rows `old` into `new`."""
-    added, changed, removals = [], [], []
+    added: list = []
+    changed: list = []
+    removals: list = []
     old, new = iter(old), iter(new)
-    a, b = next(old, None), next(new, None)
+    a: Any = next(old, None)
+    b: Any = next(new, None)
     while a is not None or b is not None:
         if b is None or (a is not None and a[0] < b[0]):
             removals.append(a[0])
@@ -220,11 +230,11 @@ class HubLists:
             chunks = list(snapshot_chunks(self.store, name, key_len))
             hashes = [hashlib.sha256(c).hexdigest() for c in chunks]
             content = hashlib.sha256("".join(hashes).encode()).hexdigest()
-            common = dict(kind="list", target=target, version=info.version, name=name, count=info.count,
-                          content_sha256=content, hash_key=info.hash_key)
+            common: dict[str, Any] = dict(kind="list", target=target, version=info.version, name=name,
+                                          count=info.count, content_sha256=content, hash_key=info.hash_key)
             _, manifest = signed(key, expires_s=expires_s, list_kind="snapshot", chunks=hashes, **common)
             delta = None
-            if old is not None:
+            if old is not None and old.file:  # a list kept before has its file; without one, no delta
                 added, changed, removals = diff(file_rows(kept / old.file), self.store.entries(name))
                 if len(added) + len(changed) + len(removals) <= listwire.MAX_RECORDS:
                     body = listwire.encode(added, key_len=key_len, changed=changed, removals=removals)
@@ -284,11 +294,11 @@ class Publisher:
         if not self._answered.wait(timeout) or not self._answer or self._answer[0].is_failure:
             self.close()
             if not self._answer:
-                raise OSError(f"the broker {host}:{port} closed the connection or did not answer within "
-                              f"{timeout:.0f} s")
+                raise BrokerError(f"the broker {host}:{port} closed the connection or did not answer within "
+                                  f"{timeout:.0f} s")
             code = self._answer[0]
             hint = " (check --username and --password-file)" if code.value in (0x86, 0x87) else ""
-            raise OSError(f"the broker refused the connection: {REFUSALS.get(code.value, str(code).lower())}{hint}")
+            raise BrokerError(f"the broker refused the connection: {REFUSALS.get(code.value, str(code).lower())}{hint}")
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if not self._answered.is_set():
@@ -297,12 +307,15 @@ class Publisher:
 
     def publish(self, topic: str, payload: bytes) -> None:
         info = self.client.publish(topic, payload, qos=1, retain=True)
-        info.wait_for_publish(self.timeout)
+        try:
+            info.wait_for_publish(self.timeout)
+        except RuntimeError as exc:  # paho: the connection dropped, or the message could not be queued
+            raise BrokerError(f"the broker connection failed publishing {topic}: {exc}") from None
         if not info.is_published():
-            raise OSError(f"broker did not acknowledge {topic} within {self.timeout:.0f} s")
+            raise BrokerError(f"broker did not acknowledge {topic} within {self.timeout:.0f} s")
         code, reason = self.codes.pop(info.mid, (0, ""))
         if info.rc or code >= 0x80:
-            raise OSError(f"the broker refused {topic}: {reason or info.rc}")
+            raise BrokerError(f"the broker refused {topic}: {reason or info.rc}")
 
     def close(self) -> None:
         self.client.disconnect()

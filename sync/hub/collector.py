@@ -13,26 +13,26 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import time
 import traceback
 
 from paho.mqtt.subscribeoptions import SubscribeOptions
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from edge.common.clock import wall_ms
 from edge.common.textsafe import for_log
 from sync.hub.hubdb import HubDB
-from sync.wire.codec import INT64_MAX, BatchError, decode_batch
+from sync.wire.codec import decode_batch
+from sync.wire.errors import BatchError, MessageError
+from sync.wire.messages import STATES, Ack, Status, parse_ack, parse_status
+from sync.wire.messages import parse_small as _parse_small
 
 log = logging.getLogger("checkpoint.hub")
 
 DEVICE = re.compile(r"(?!\.\.?$)[A-Za-z0-9._-]{1,64}")  # whole topic levels only (fullmatch), never . or ..
 DECISIONS = {"allow", "deny", "review"}
 STORE_ATTEMPTS = 3
-MAX_SMALL_BYTES = 64 * 1024
-MAX_JSON_DEPTH = 16             # a status is three levels deep; deeper is not from our agent
-ACK_FIELDS = ("device", "target", "kind", "name", "version", "accepted", "reason", "time_ms", "digest")
 KINDS = {"entries": "a batch", "status": "a status", "acks": "an ack"}
 REJECT_WARN_S = 60.0            # one rejection warning per device this often at most
 
@@ -55,57 +55,48 @@ def describe(exc: BaseException) -> str:
 
 
 def parse_small(payload: bytes) -> dict:
-    """A status or ack: a JSON object of bounded size and depth, whose numbers fit 64 bits and whose
-    strings any database takes. Raises Rejected."""
-    if len(payload) > MAX_SMALL_BYTES:
-        raise Rejected(f"{len(payload)} bytes, over {MAX_SMALL_BYTES}")
+    """A status or ack's generic limits (sync.wire.messages.parse_small: size, depth, numbers, strings), as
+    Rejected."""
     try:
-        data = json.loads(payload.decode("utf-8"), parse_constant=_no_constant)
-    except RecursionError:
-        raise Rejected("JSON nested too deep") from None
-    except ValueError as exc:  # not UTF-8, not JSON, or an integer of thousands of digits
-        raise Rejected(f"not JSON: {describe(exc)}") from None
-    if not isinstance(data, dict):
-        raise Rejected("not a JSON object")
-    _check_values(data)
-    return data
+        return _parse_small(payload)
+    except MessageError as exc:
+        raise Rejected(str(exc)) from None
 
 
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not a number")
+class Meter:
+    """The collector's own counts and batch latency, for Prometheus (`checkpoint-hub collect --metrics`).
 
+    In this process's memory, not the hub database: rates and a latency histogram are about this collector
+    (two collectors on a shared subscription each report their share), writing them per batch would add a
+    write to every commit, and Prometheus keeps the history; the totals per device stay in the database,
+    where the dashboard's /metrics reads them. A registry of its own: several collectors in one process
+    (the tests) do not collide."""
 
-def _check_values(data) -> None:
-    # Iterative, so that its own depth is no risk.
-    stack = [(data, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, (dict, list)):
-            if depth > MAX_JSON_DEPTH:
-                raise Rejected(f"JSON nested deeper than {MAX_JSON_DEPTH}")
-            items = value.items() if isinstance(value, dict) else enumerate(value)
-            for key, item in items:
-                if isinstance(key, str):
-                    _check_text(key)
-                stack.append((item, depth + 1))
-        elif isinstance(value, str):
-            _check_text(value)
-        elif isinstance(value, bool) or value is None:
-            pass
-        elif isinstance(value, int):
-            if not -INT64_MAX - 1 <= value <= INT64_MAX:
-                raise Rejected("an integer beyond 64 bits")
-        elif isinstance(value, float) and not math.isfinite(value):
-            raise Rejected("a number beyond the range of a double")
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.batches = Counter("checkpoint_collector_batches", "entry batches committed", registry=r)
+        self.inserted = Counter("checkpoint_collector_entries_inserted", "entries inserted (rate: inserts/s)",
+                                registry=r)
+        self.duplicates = Counter("checkpoint_collector_duplicates", "copies of stored entries received again",
+                                  registry=r)
+        self.conflicts = Counter("checkpoint_collector_conflicts",
+                                 "entry ids received again with other content (the first copy kept)", registry=r)
+        self.rejected = Counter("checkpoint_collector_rejected_messages", "messages refused and kept aside",
+                                registry=r)
+        self.statuses = Counter("checkpoint_collector_statuses", "statuses stored", registry=r)
+        self.acks = Counter("checkpoint_collector_acks", "bundle acknowledgements stored", registry=r)
+        # From the message reaching this process to its batch committed; the broker's queue is not in it.
+        self.latency = Histogram("checkpoint_collector_batch_latency_seconds",
+                                 "a batch from its receipt to its commit", registry=r,
+                                 buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
 
+    def serve(self, host: str, port: int):
+        """/metrics on host:port in a daemon thread; returns the server (its address, and shutdown())."""
+        from prometheus_client import start_http_server
 
-def _check_text(text: str) -> None:
-    if "\x00" in text:
-        raise Rejected("a NUL character in a string")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise Rejected("a lone surrogate in a string") from None
+        server, _ = start_http_server(port, host, registry=self.registry)
+        return server
 
 
 class Collector:
@@ -118,6 +109,7 @@ class Collector:
             f"{topic_prefix}/+/status"]
         self.stats = {"batches": 0, "entries": 0, "duplicates": 0, "conflicts": 0, "rejected": 0, "unexpected": 0}
         self.failed: str | None = None
+        self.meter = Meter()
         self._warned: dict[str | None, tuple[float, int]] = {}  # device: (last warning, rejections held back)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
@@ -143,12 +135,13 @@ class Collector:
     def _on_message(self, client, userdata, message):
         if self.failed:
             return  # stopping: leave it unacknowledged for the broker to deliver again
+        received = time.monotonic()
         try:
             topic = message.topic
         except UnicodeDecodeError:  # Mosquitto refuses such topics; another broker might not
             topic = bytes(message._topic).decode("utf-8", "backslashreplace")
         try:
-            self.handle(topic, message.payload)
+            self.handle(topic, message.payload, received)
         except CollectorStopped as exc:
             self._stop(client, exc)
             return
@@ -170,22 +163,24 @@ class Collector:
         self.failed = str(exc)
         client.disconnect()
 
-    def handle(self, topic: str, payload: bytes) -> None:
+    def handle(self, topic: str, payload: bytes, received: float | None = None) -> None:
         """Store one message, or keep it aside as rejected. Raises CollectorStopped when the hub database
-        keeps failing; anything else raised is a bug the caller contains."""
+        keeps failing; anything else raised is a bug the caller contains. `received`: time.monotonic() when
+        the message arrived (a batch's latency is measured from it; default now)."""
+        received = time.monotonic() if received is None else received
         kind = topic.rsplit("/", 1)[-1]
         device = self._device(topic, kind) if kind in KINDS else None
         if device is None:
             return self._reject(topic, None, payload, "the topic names no device and kind")
         try:
             if kind == "entries":
-                self._batch(device, payload)
+                self._batch(device, payload, received)
             else:
                 self._small(kind, device, payload)
         except Rejected as exc:
             self._reject(topic, device, payload, str(exc))
 
-    def _batch(self, device: str, payload: bytes) -> None:
+    def _batch(self, device: str, payload: bytes, received: float) -> None:
         try:
             batch = decode_batch(payload)
         except BatchError as exc:
@@ -200,6 +195,11 @@ class Collector:
         self.stats["entries"] += stored.inserted
         self.stats["duplicates"] += stored.duplicates
         self.stats["conflicts"] += stored.conflicts
+        self.meter.latency.observe(time.monotonic() - received)
+        self.meter.batches.inc()
+        self.meter.inserted.inc(stored.inserted)
+        self.meter.duplicates.inc(stored.duplicates)
+        self.meter.conflicts.inc(stored.conflicts)
         if stored.conflicts:
             # A device that reuses ids is broken or hostile; the first copy stays, as the device sent it first.
             log.warning("collector: device %s: %d entries reuse a stored id with different content (CONFLICT; "
@@ -223,31 +223,35 @@ class Collector:
                 time.sleep(attempt)
 
     def _small(self, kind: str, device: str, payload: bytes) -> None:
-        """A device's status or a bundle acknowledgement: small JSON objects, checked field by field."""
+        """A device's status or a bundle acknowledgement: validated once here (sync.wire.messages), then used
+        by attribute."""
         if not payload:
             if kind == "status":
                 return  # a cleared retained status
             raise Rejected("empty")
-        data = parse_small(payload)
-        if data.get("device") != device:
+        message: Status | Ack
+        try:
+            message = parse_status(payload) if kind == "status" else parse_ack(payload)
+        except MessageError as exc:
+            raise Rejected(str(exc)) from None
+        if message.device != device:
             raise Rejected("not an object naming this device")
         now = wall_ms()
-        if kind == "status":
-            state = data.get("state") if data.get("state") in ("online", "offline") else "online"
-            self._store(lambda: self.db.store_status(device, state, json.dumps(data), now))
+        if isinstance(message, Status):
+            state = message.state if message.state in STATES else "online"
+            # What the device set, unknown fields included: the stored status is what it sent, validated.
+            text = json.dumps(message.model_dump(mode="json", exclude_unset=True))
+            self._store(lambda: self.db.store_status(device, state, text, now))
+            self.meter.statuses.inc()
             return
-        ack = {key: data.get(key) for key in ACK_FIELDS}
-        if not (isinstance(ack["accepted"], bool) and isinstance(ack["time_ms"], int) and isinstance(ack["kind"], str)
-                and all(v is None or isinstance(v, (str, int)) for v in ack.values())
-                and all(not isinstance(v, str) or len(v) <= 1000 for v in ack.values())):
-            raise Rejected("malformed acknowledgement")
-        self._store(lambda: self.db.store_ack(ack, now))
-        if not ack["accepted"]:
-            named = [for_log(v) for v in (ack["kind"], ack["name"] or ack["target"]) if v not in (None, "unknown")]
-            named += [f"v{for_log(ack['version'])}"] if ack["version"] is not None else []
+        self._store(lambda: self.db.store_ack(message.model_dump(), now))
+        self.meter.acks.inc()
+        if not message.accepted:
+            named = [for_log(v) for v in (message.kind, message.name or message.target) if v not in (None, "unknown")]
+            named += [f"v{message.version}"] if message.version is not None else []
             # Refused before its header could be trusted (an unknown key): the bundle names nothing.
             log.warning("collector: device %s REFUSED %s: %s", device,
-                        " ".join(named) or "a bundle it could not read", for_log(ack["reason"]))
+                        " ".join(named) or "a bundle it could not read", for_log(message.reason))
 
     def _warn_held(self, device: str | None) -> int | None:
         """None while the device had a rejection warning less than REJECT_WARN_S ago (one sending endless
@@ -265,6 +269,7 @@ class Collector:
     def _reject(self, topic: str, device: str | None, payload: bytes, why: str) -> None:
         """Keep the message aside and log it, once per topic and content."""
         self.stats["rejected"] += 1
+        self.meter.rejected.inc()
         try:
             first = self._store(lambda: self.db.store_rejected(
                 topic=for_log(topic), device=device, reason=for_log(why, 1000), payload=bytes(payload),

@@ -2,6 +2,10 @@
 
 A duplicate delivery (a resend after a lost PUBACK, a redelivery after a collector died) inserts
 nothing and is counted; a device's sequence numbers show its gaps.
+
+Longer than 400 lines because it is the hub's SQL, every statement written once for both databases beside
+the one connection and transaction they share; the tables themselves are in schema.py, the dashboard's own
+queries in dashboard/reads.py.
 """
 from __future__ import annotations
 
@@ -10,67 +14,30 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
+from sync.hub.errors import MissingDatabase
+from sync.hub.schema import ADDED_COLUMNS, ADDED_TABLES, COLUMNS, SCHEMA, TABLES
+from sync.hub.status import read_status
 from sync.wire.codec import Batch
+from sync.wire.messages import Remote
 
-COLUMNS = ("id", "device_id", "seq", "wall_ms", "mono_ns", "boot_id", "source", "code", "decision", "reason",
-           "list_name", "list_version", "config_version", "clock", "ref_id", "officer", "sent_ms", "received_ms",
-           "clock_offset_ms")
+SCHEMA_LOCK = 0x636B_7074_6875_6201  # "ckpthub" + 1: the advisory lock held while the schema is made or moved on
+__all__ = ["HubDB", "MissingDatabase", "Stored", "COLUMNS", "SCHEMA"]  # COLUMNS, SCHEMA: kept importable here
 
-SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS hub_entries (
-        id TEXT PRIMARY KEY, device_id TEXT NOT NULL, seq BIGINT NOT NULL, wall_ms BIGINT NOT NULL,
-        mono_ns BIGINT NOT NULL, boot_id TEXT NOT NULL, source TEXT NOT NULL, code TEXT NOT NULL,
-        decision TEXT NOT NULL, reason TEXT NOT NULL, list_name TEXT, list_version BIGINT, config_version TEXT,
-        clock TEXT NOT NULL, ref_id TEXT, officer TEXT, sent_ms BIGINT NOT NULL, received_ms BIGINT NOT NULL,
-        clock_offset_ms BIGINT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS hub_entries_device_seq ON hub_entries (device_id, seq)",
-    "CREATE INDEX IF NOT EXISTS hub_entries_wall ON hub_entries (wall_ms)",
-    """CREATE TABLE IF NOT EXISTS hub_devices (
-        device_id TEXT PRIMARY KEY, last_seen_ms BIGINT NOT NULL, max_seq BIGINT NOT NULL,
-        entries BIGINT NOT NULL, duplicates BIGINT NOT NULL, clock_offset_ms BIGINT NOT NULL,
-        conflicts BIGINT NOT NULL DEFAULT 0)""",
-    # The newest status each device published (retained), and when it went on- or offline.
-    """CREATE TABLE IF NOT EXISTS hub_status (
-        device_id TEXT PRIMARY KEY, state TEXT NOT NULL, since_ms BIGINT NOT NULL, last_seen_ms BIGINT NOT NULL,
-        status TEXT NOT NULL)""",
-    # Every bundle's acknowledgement: accepted, or refused with the reason.
-    """CREATE TABLE IF NOT EXISTS hub_acks (
-        device_id TEXT NOT NULL, target TEXT, kind TEXT NOT NULL, name TEXT, version BIGINT,
-        accepted BOOLEAN NOT NULL, reason TEXT, time_ms BIGINT NOT NULL, received_ms BIGINT NOT NULL,
-        digest TEXT)""",
-    "CREATE INDEX IF NOT EXISTS hub_acks_device ON hub_acks (device_id, received_ms)",
-    # What administrators pushed: the next version per target, kind and list name comes from here.
-    """CREATE TABLE IF NOT EXISTS hub_bundles (
-        target TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, version BIGINT NOT NULL,
-        issued_ms BIGINT NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY (target, kind, name, version))""",
-    # Messages the collector refused, kept aside for an administrator: one row per topic and content,
-    # however often it came (a retained message comes again with every new subscription).
-    """CREATE TABLE IF NOT EXISTS hub_rejected (
-        topic TEXT NOT NULL, sha256 TEXT NOT NULL, device_id TEXT, reason TEXT NOT NULL, first_ms BIGINT NOT NULL,
-        last_ms BIGINT NOT NULL, times BIGINT NOT NULL, size BIGINT NOT NULL, payload {blob} NOT NULL,
-        PRIMARY KEY (topic, sha256))""",
-    "CREATE INDEX IF NOT EXISTS hub_rejected_last ON hub_rejected (last_ms)",
-    "CREATE INDEX IF NOT EXISTS hub_rejected_device ON hub_rejected (device_id, last_ms)",
-]
-# Columns added since the first release, added to an older database when it is opened for writing.
-ADDED_COLUMNS = [("hub_devices", "conflicts", "BIGINT NOT NULL DEFAULT 0"),
-                 ("hub_entries", "ref_id", "TEXT"), ("hub_entries", "officer", "TEXT"),
-                 # the SHA-256 of the message a device answered: a bundle refused before its header could be
-                 # trusted (an unknown key) is matched to the push by it
-                 ("hub_acks", "digest", "TEXT")]
 ENTRY_FIELDS = COLUMNS[:16]     # what a device said about an entry; a second copy must say the same
 REJECTED_PAYLOAD_BYTES = 4096   # of a rejected message, kept; its full size is recorded beside
 # Rejected messages kept per device (the oldest go): a device sending endless distinct garbage cannot
 # fill the hub's disk. Messages whose topic names no device count as one device.
 REJECTED_PER_DEVICE = 1000
-TABLES = ("hub_entries", "hub_devices", "hub_status", "hub_acks", "hub_bundles")
-
-
-class MissingDatabase(ValueError):
-    """A read command named a hub database that does not exist (a usage problem: exit status 2)."""
+# Status changes kept per device. A count, not an age: a device that flaps or sends a changing status every
+# few seconds (hostile or broken) cannot grow the table past it, and a quiet device keeps months. At one change
+# a minute (an outbox filling) it is the last ~16 hours; a device's page shows them.
+STATUS_HISTORY_PER_DEVICE = 1000
+# A status bigger than this is kept in the history by the parts the device page shows only.
+HISTORY_STATUS_BYTES = 16 * 1024
+HISTORY_KEYS = ("device", "state", "sent_ms", "versions", "outbox", "source", "problems")
 
 
 class Stored(NamedTuple):
@@ -89,12 +56,16 @@ class HubDB:
     empty database) and no write lock is taken, so reading never holds up a collector."""
 
     rejected_per_device = REJECTED_PER_DEVICE
+    status_history_per_device = STATUS_HISTORY_PER_DEVICE
     # How a batch's entries go into PostgreSQL: "copy" (COPY into a temporary table, then INSERT ... SELECT)
     # or "values" (multi-row INSERTs); bench/sync.py measures both.
     pg_insert = "copy"
 
     def __init__(self, url: str, *, readonly: bool = False):
         self.url, self.readonly = url, readonly
+        self.conn: Any  # a psycopg or a sqlite3 connection: the statements are written for both
+        self._errors: tuple[type[Exception], ...]
+        self._data_errors: tuple[type[Exception], ...]
         if url.startswith(("postgresql://", "postgres://")):
             import psycopg
 
@@ -128,8 +99,16 @@ class HubDB:
                     raise MissingDatabase(f"{url} is not a hub database (no table {missing[0]})")
             else:
                 with self.transaction() as cur:
-                    for statement in SCHEMA:
-                        cur.execute(statement.format(blob="BYTEA" if self.pg else "BLOB"))
+                    if self.pg:
+                        # Collectors started together would each create the tables: PostgreSQL's catalogue
+                        # refuses the second CREATE TABLE IF NOT EXISTS mid-race (pg_type's unique index), so
+                        # one creates them at a time; the lock ends with this transaction.
+                        cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+                    for statement in SCHEMA + ADDED_TABLES:
+                        cur.execute(statement.format(
+                            blob="BYTEA" if self.pg else "BLOB",
+                            serial="BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY" if self.pg
+                            else "INTEGER PRIMARY KEY"))
                     for table, column, kind in ADDED_COLUMNS:
                         if column not in self._columns(table, cur):
                             cur.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
@@ -138,6 +117,7 @@ class HubDB:
             raise
         self.has_conflicts = "conflicts" in self._columns("hub_devices")
         self.has_digest = "digest" in self._columns("hub_acks")
+        self.has_history = bool(self._columns("hub_status_history"))
         # A database from before officers' entries, opened read-only, has no ref_id or officer: none shown.
         present = set(self._columns("hub_entries"))
         self._entry_select = ", ".join(c if c in present else f"NULL AS {c}" for c in COLUMNS)
@@ -236,7 +216,8 @@ class HubDB:
         return conflicts
 
     def entries(self, *, device: str | None = None, since_ms: int | None = None) -> Iterator[dict]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[object] = []
         if device is not None:
             where.append("device_id = ?")
             params.append(device)
@@ -269,6 +250,7 @@ class HubDB:
             return [dict(zip(cols, row)) for row in cur.fetchall()]
 
     def store_status(self, device: str, state: str, status: str, received_ms: int) -> None:
+        """The device's newest status, and a row of its history when it changed (its send time aside)."""
         with self.transaction() as cur:
             cur.execute(self._sql("SELECT state, status FROM hub_status WHERE device_id = ?"), (device,))
             known = cur.fetchone()
@@ -282,6 +264,31 @@ class HubDB:
                 cur.execute(self._sql(f"UPDATE hub_status SET state = ?, since_ms = {since}, last_seen_ms = ?, "
                                       "status = ? WHERE device_id = ?"),
                             (state, *(() if known[0] == state else (received_ms,)), received_ms, status, device))
+            if known is None or known[0] != state or _unsent(known[1]) != _unsent(status):
+                self._add_history(cur, device, state, status, received_ms)
+
+    def _add_history(self, cur, device: str, state: str, status: str, received_ms: int) -> None:
+        if not self.has_history:
+            return  # a database opened read-only never writes; one from before the table got it when opened
+        sent = _sent_ms(status)
+        offset = received_ms - sent if sent is not None and state == "online" else None
+        cur.execute(self._sql("INSERT INTO hub_status_history (device_id, received_ms, state, clock_offset_ms, "
+                              "status) VALUES (?, ?, ?, ?, ?)"),
+                    (device, received_ms, state, offset, _bounded_status(status)))
+        cur.execute(self._sql("DELETE FROM hub_status_history WHERE device_id = ? AND n < (SELECT n FROM "
+                              "hub_status_history WHERE device_id = ? ORDER BY n DESC LIMIT 1 OFFSET ?)"),
+                    (device, device, self.status_history_per_device - 1))
+
+    def status_history(self, device: str, limit: int = 200) -> list[dict]:
+        """The device's status changes, newest first: received_ms, state, clock_offset_ms, status (parsed)."""
+        if not self.has_history:
+            return []  # a database from before the history, opened read-only
+        with self.transaction() as cur:
+            cur.execute(self._sql("SELECT received_ms, state, clock_offset_ms, status FROM hub_status_history "
+                                  "WHERE device_id = ? ORDER BY n DESC LIMIT ?"), (device, limit))
+            rows = cur.fetchall()
+        return [{"received_ms": row[0], "state": row[1], "clock_offset_ms": row[2], "status": _loads(row[3])}
+                for row in rows]
 
     def store_ack(self, ack: dict, received_ms: int) -> None:
         with self.transaction() as cur:
@@ -402,7 +409,9 @@ class HubDB:
         if target == "all":
             return [row["device"] for row in rows]
         group = target.split(":", 1)[1]
-        return [row["device"] for row in rows if group in groups_of(row["status"])]
+        # Only the groups its receiver reads (remote.groups): what the broker's ACL lets it subscribe to.
+        return [row["device"] for row in rows
+                if group in ((read_status(row["device"], row["status"]).remote or Remote()).groups or ())]
 
     def pushed(self) -> list[dict]:
         """The newest bundle pushed per target, kind and list name, as the hub recorded it."""
@@ -440,13 +449,6 @@ class _Transaction:
         return False
 
 
-def groups_of(status) -> list[str]:
-    """The groups a device's status says it reads (any shape a device sent: only strings count)."""
-    remote = status.get("remote") if isinstance(status, dict) else None
-    groups = remote.get("groups") if isinstance(remote, dict) else None
-    return [g for g in groups if isinstance(g, str)] if isinstance(groups, list) else []
-
-
 def _offline(before: str, will: str) -> str:
     """An offline message (the last will, or a clean stop) says only that: the device's last status stays
     known under it (its groups, versions, problems), without the send time that dated its clock offset."""
@@ -458,3 +460,34 @@ def _offline(before: str, will: str) -> str:
         return will
     old.pop("sent_ms", None)
     return json.dumps({**old, **new})
+
+
+def _loads(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {}
+
+
+def _unsent(text: str):
+    """A status without its send time: what tells whether it changed (a periodic status repeats the rest)."""
+    data = _loads(text)
+    if isinstance(data, dict):
+        data.pop("sent_ms", None)
+    return data
+
+
+def _sent_ms(text: str) -> int | None:
+    data = _loads(text)
+    sent = data.get("sent_ms") if isinstance(data, dict) else None
+    return sent if isinstance(sent, int) and not isinstance(sent, bool) else None
+
+
+def _bounded_status(text: str) -> str:
+    """The status as kept in the history: whole up to HISTORY_STATUS_BYTES, else the parts a device page shows
+    (a list of thousands of names in `versions` can still make those too big: then only the state)."""
+    if len(text) <= HISTORY_STATUS_BYTES:
+        return text
+    data = _loads(text)
+    part = json.dumps({k: v for k, v in data.items() if k in HISTORY_KEYS}) if isinstance(data, dict) else "{}"
+    return part if len(part) <= HISTORY_STATUS_BYTES else json.dumps({"truncated": True})

@@ -20,7 +20,7 @@ import hashlib
 import json
 import struct
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -30,23 +30,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sync.wire.errors import BundleError
+
 MAGIC = b"CPB1"
 MAX_HEADER = 256 * 1024
 MAX_BUNDLE = 32 << 20
 SIGNATURE = 64
 TARGET = r"^(all|group:[A-Za-z0-9._-]{1,64}|device:[A-Za-z0-9._-]{1,64})$"
 SHA256 = r"^[0-9a-f]{64}$"
-
-
-class BundleError(Exception):
-    """A bundle that is refused; the message is the reason reported to the hub.
-
-    `fields` is the header as its signature vouches for it, when the signature held but something else
-    did not (the body, a field's value): the refusal then says what was refused."""
-
-    def __init__(self, reason: str, fields: dict | None = None):
-        super().__init__(reason)
-        self.fields = fields
 
 
 class _Header(BaseModel):
@@ -76,7 +67,7 @@ class _Header(BaseModel):
 Header = _Header
 
 
-def header(**fields) -> Header:
+def header(**fields: Any) -> Header:
     try:
         head = Header(**fields)
     except ValidationError as exc:
@@ -161,6 +152,31 @@ class Bundle:
     message: bytes
 
 
+@dataclass(frozen=True)
+class ListHeader:
+    """A list bundle's header, what header() made sure such a bundle states typed without None: what the
+    device's list code reads."""
+    target: str
+    key: str
+    version: int
+    expires_ms: int
+    name: str
+    list_kind: Literal["snapshot", "delta"]
+    count: int
+    content_sha256: str
+    hash_key: str | None
+    chunks: list[str]  # a snapshot's chunk hashes ([] for a delta)
+    base: int  # a delta's base version (0 for a snapshot)
+
+
+def list_header(head: Header) -> ListHeader:
+    if head.kind != "list" or head.name is None or head.list_kind is None or head.count is None \
+            or head.content_sha256 is None:
+        raise BundleError("not a list bundle")
+    return ListHeader(head.target, head.key, head.version, head.expires_ms, head.name, head.list_kind, head.count,
+                      head.content_sha256, head.hash_key, list(head.chunks or []), head.base or 0)
+
+
 def verify(message: bytes, trusted: TrustedKeys) -> Bundle:
     """Signature and internal consistency; what the device makes of target, version and expiry is its own
     business (sync/device/remote.py)."""
@@ -176,7 +192,8 @@ def verify(message: bytes, trusted: TrustedKeys) -> Bundle:
     fields = _fields(signed[8:])
     if fields is None:
         raise BundleError("header is not a JSON object")
-    key = trusted.keys.get(fields.get("key")) if isinstance(fields.get("key"), str) else None
+    named = fields.get("key")
+    key = trusted.keys.get(named) if isinstance(named, str) else None
     if key is None:
         raise BundleError(f"signed by an unknown key {str(fields.get('key'))[:20]!r}")
     try:
@@ -192,7 +209,7 @@ def verify(message: bytes, trusted: TrustedKeys) -> Bundle:
     return Bundle(head, body, hashlib.sha256(message).hexdigest(), message)
 
 
-def _fields(text: bytes) -> dict | None:
+def _fields(text: bytes) -> dict[str, Any] | None:
     try:
         fields = json.loads(text.decode("utf-8"))
     except (ValueError, RecursionError):  # bad UTF-8 or JSON, a huge integer, arrays nested 100,000 deep
@@ -200,7 +217,7 @@ def _fields(text: bytes) -> dict | None:
     return fields if isinstance(fields, dict) else None
 
 
-def peek(message: bytes) -> dict | None:
+def peek(message: bytes) -> dict[str, Any] | None:
     """The header of a message that looks like a bundle, its signature NOT checked: only to recognise a
     copy of what a device already holds (nothing is applied on its word), never to act on."""
     if len(message) < 8 or message[:4] != MAGIC:

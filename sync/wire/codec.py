@@ -38,7 +38,12 @@ from __future__ import annotations
 
 import uuid
 import zlib
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+from edge.entries.record import wire_mismatches
+from sync.wire.errors import BatchError
 
 VERSION = 2                     # the newest format; encode_batch writes 1 when 2 adds nothing
 VERSIONS = (1, 2)
@@ -47,10 +52,6 @@ MAX_BODY_BYTES = 8 << 20        # decompression stops here: a zip bomb cannot fi
 MAX_ENTRIES = 20_000
 MAX_STRING = 8192
 INT64_MAX = (1 << 63) - 1       # every number lands in a signed 64-bit column at the hub
-
-
-class BatchError(ValueError):
-    """A batch that cannot be decoded; the message says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,12 @@ class WireEntry:
     clock: str = "ok"
     ref_id: str | None = None
     officer: str | None = None
+
+
+# The record's wire fields (edge/entries/record.py), in order, with their types: a field added to the entry
+# record and not here stops the import, so it cannot be left off the wire by mistake.
+if _differs := wire_mismatches((f.name, f.type) for f in fields(WireEntry)):
+    raise TypeError(f"sync.wire.codec.WireEntry: {_differs[0]}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +113,11 @@ def _str(out: bytearray, text: str) -> None:
     out += data
 
 
-def _needs_v2(entries) -> bool:
+def _needs_v2(entries: Sequence[object]) -> bool:
     return any(getattr(e, "ref_id", None) is not None or getattr(e, "officer", None) is not None for e in entries)
 
 
-def encode_body(device_id: str, sent_ms: int, entries, version: int = 1) -> bytes:
+def encode_body(device_id: str, sent_ms: int, entries: Sequence[Any], version: int = 1) -> bytes:
     """Entries are anything with WireEntry's attributes (the device's store rows). Version 1 leaves out
     ref_id and officer."""
     table: dict[str, int] = {}
@@ -149,7 +156,7 @@ def encode_body(device_id: str, sent_ms: int, entries, version: int = 1) -> byte
     return bytes(head + rows)
 
 
-def encode_batch(device_id: str, sent_ms: int, entries) -> bytes:
+def encode_batch(device_id: str, sent_ms: int, entries: Sequence[Any]) -> bytes:
     version = 2 if _needs_v2(entries) else 1
     return bytes([version]) + zlib.compress(encode_body(device_id, sent_ms, entries, version), 6)
 

@@ -16,10 +16,12 @@ from __future__ import annotations
 import json
 import struct
 import zlib
-from typing import NamedTuple
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple, cast
 
 from edge.common.payload import has_bad_control
 from edge.lists import HASH_BYTES, MAX_LABEL
+from sync.wire.errors import RecordsError
 
 FORMAT = 1
 DENY, REMOVED, EXTRAS, CHANGED = 1, 2, 4, 8
@@ -28,27 +30,29 @@ MAX_BODY = 64 << 20
 MAX_TEXT_KEY = 8192
 
 
-class RecordsError(ValueError):
-    """Records that cannot be decoded; nothing of them is applied."""
+Code = str | bytes  # the code as read (a text key), or its keyed hash (HASH_BYTES)
+# (code, deny, label, valid_from, valid_until): one list entry as the list store takes it
+Record = tuple[Code, bool, str | None, int | None, int | None]
 
 
 class Changes(NamedTuple):
     """A snapshot chunk is all `added`; a delta says which codes are new, changed or removed, so a device
     holding other contents than the delta's base finds out exactly (and applies nothing)."""
-    added: list
-    changed: list
-    removed: list
+    added: list[Record]
+    changed: list[Record]
+    removed: list[Code]
 
 
-def _flags(record, extra: int) -> tuple:
+def _flags(record: Sequence[object], extra: int) -> tuple[Code, int, Sequence[object]]:
     has_extras = (record[2], record[3], record[4]) != (None, None, None)
-    return record[0], (DENY if record[1] else 0) | (EXTRAS if has_extras else 0) | extra, record[2:]
+    return cast(Code, record[0]), (DENY if record[1] else 0) | (EXTRAS if has_extras else 0) | extra, record[2:]
 
 
-def encode(records, *, key_len: int, changed=(), removals=()) -> bytes:
+def encode(records: Iterable[Sequence[object]], *, key_len: int, changed: Iterable[Sequence[object]] = (),
+           removals: Iterable[Code] = ()) -> bytes:
     """records (new) and changed: (code, deny, label, valid_from, valid_until); removals: codes."""
     rows = [_flags(r, 0) for r in records] + [_flags(r, CHANGED) for r in changed] + [
-        (code, REMOVED, None) for code in removals]
+        (code, REMOVED, ()) for code in removals]
     rows.sort(key=lambda r: r[0])
     keys = bytearray()
     for code, _, _ in rows:
@@ -92,10 +96,10 @@ def decode(data: bytes, *, key_len: int) -> Changes:
         end = pos + n * key_len
         if end > len(body):
             raise RecordsError("keys cut short")
-        keys = [body[i:i + key_len] for i in range(pos, end, key_len)]
+        keys: list[Code] = [body[i:i + key_len] for i in range(pos, end, key_len)]
         pos = end
     else:
-        keys = []
+        keys = []  # texts
         for _ in range(n):
             if pos + 2 > len(body):
                 raise RecordsError("keys cut short")
@@ -123,9 +127,9 @@ def decode(data: bytes, *, key_len: int) -> Changes:
     return _records(keys, flags, extras)
 
 
-def _records(keys, flags, extras) -> Changes:
+def _records(keys: list[Code], flags: bytes, extras: list[object]) -> Changes:
     changes, extra = Changes([], [], []), iter(extras)
-    previous = None
+    previous: Any = None  # keys are all texts or all hashes: they compare with each other
     for key, flag in zip(keys, flags):
         if previous is not None and key <= previous:
             raise RecordsError("records are not in ascending key order, or repeat a key")

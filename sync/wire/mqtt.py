@@ -9,10 +9,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.common.secrets import secret_path
+from sync.wire.errors import SyncConfigError
 
-
-class SyncConfigError(Exception):
-    """Credentials or certificates that cannot be read."""
+__all__ = ["SyncConfigError", "connect_properties", "make_client", "read_secret"]
 
 
 def read_secret(value: str) -> str:
@@ -43,6 +42,6 @@ def make_client(*, client_id: str, username: str | None = None, password_file: s
 
 
 def connect_properties(session_expiry_s: int) -> Properties:
-    props = Properties(PacketTypes.CONNECT)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it untyped
     props.SessionExpiryInterval = session_expiry_s  # the broker keeps our subscriptions and queue that long
     return props

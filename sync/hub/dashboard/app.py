@@ -1,7 +1,11 @@
 """The dashboard's web app: Starlette pages from Jinja2 templates, reading the hub database read-only.
 
-Administrators log in (argon2 hashes from a TOML file); the session is a signed cookie (SameSite=Strict)
-carrying the name and a CSRF token that every form must send back. The server holds no signing key:
+Administrators log in (argon2 hashes from a TOML file). The session is kept on the server, in this process's
+memory (edge.ui.auth.Sessions, as the officer page does): the signed cookie (SameSite=Strict) carries only a
+random session id and the CSRF token every form must send back, so a logout ends the session for every copy
+of the cookie. Memory, not the hub database: the dashboard only reads the database (read-only connection),
+and a restart logging administrators out is what the unsaved --session-key did already. Behind a load
+balancer, several dashboards need sticky sessions. The server holds no signing key:
 pushing stays in the CLI. /metrics needs no login (a Prometheus scrape): keep the listen address private."""
 from __future__ import annotations
 
@@ -11,9 +15,9 @@ import io
 import logging
 import secrets
 import threading
-import time
 import tomllib
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -34,19 +38,20 @@ from starlette.staticfiles import StaticFiles
 from edge.common.clock import wall_ms
 from edge.common.textsafe import for_log
 from edge.entries.export import write_entries
-from edge.ui.auth import LoginLimit, check_password
+from edge.ui.auth import LoginLimit, Sessions, check_password
 from sync.hub.dashboard import fleet, metrics, reads
 from sync.hub.dashboard.cache import Fresh
+from sync.hub.errors import DashboardError
 from sync.hub.hubdb import HubDB
+
+__all__ = ["DashboardError", "build_app", "read_admins"]
 
 log = logging.getLogger("checkpoint.hub.dashboard")
 HERE = Path(__file__).parent
 SESSION_S = 12 * 3600
+PER_PAGE = 100      # fleet rows per page: at 1,000 devices the whole table was ~500 KB every 2 s per viewer
+MAX_PER_PAGE = 1000
 SORTS = ("device", "state", "last_seen", "outbox", "oldest", "offset", "drift", "problems")
-
-
-class DashboardError(Exception):
-    """The dashboard cannot start: an unreadable admins file, a bad hash, a bad zone."""
 
 
 def read_admins(path: Path) -> dict[str, str]:
@@ -84,6 +89,15 @@ class Reader:
                 raise
 
 
+def _whole(text: str | None, default: int, low: int, high: int) -> int:
+    """A page number or size from the query: a whole number, clamped to [low, high]; anything else the default."""
+    try:
+        value = int(text) if text else default
+    except ValueError:
+        value = default
+    return max(low, min(value, high))
+
+
 def _parse_time(text: str, zone) -> int | None:
     """'2026-11-29T10:00' (in the hub's zone) or '2026-11-29' -> ms; '' -> None."""
     if not text:
@@ -103,6 +117,7 @@ def build_app(db_url: str, admins: dict[str, str], *, zone: str | None = None,
     tz = ZoneInfo(zone) if zone else dt.datetime.now().astimezone().tzinfo
     reader = Reader(db_url)
     limit = LoginLimit()
+    sessions = Sessions(SESSION_S)
     cache = Fresh(fresh_s, 10 * fresh_s)  # 0: no cache
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True))
 
@@ -130,26 +145,28 @@ def build_app(db_url: str, admins: dict[str, str], *, zone: str | None = None,
     env.filters.update(when=when, age=age)
     env.globals.update(zone=str(tz))
 
-    def page(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
-        context.update(admin=request.session.get("admin"), csrf=_csrf(request))
-        return HTMLResponse(env.get_template(name).render(**context), status_code=status)
+    def admin_of(request: Request) -> str | None:
+        """The administrator whose server-side session the cookie names: None once it ended (logout, expiry,
+        a changed password hash, a restart)."""
+        return sessions.officer(request.session.get("sid"), admins)
 
-    def logged_in(request: Request) -> bool:
-        issued = request.session.get("issued", 0)
-        return request.session.get("admin") in admins and time.time() - issued < SESSION_S
+    def page(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
+        context.update(admin=admin_of(request), csrf=_csrf(request))
+        return HTMLResponse(env.get_template(name).render(**context), status_code=status)
 
     def guarded(handler):
         def wrapped(request: Request):
-            if not logged_in(request):
-                request.session.pop("admin", None)
+            if admin_of(request) is None:
+                request.session.pop("sid", None)
                 return RedirectResponse("/login?" + urlencode({"next": request.url.path}), 303)
             return handler(request)
         return wrapped
 
     def fleet_view(request: Request) -> dict:
         view = reader(lambda db: fleet.build(db, clock(), limits))
-        group, state = request.query_params.get("group", ""), request.query_params.get("state", "")
-        sort = request.query_params.get("sort", "device")
+        q = request.query_params
+        group, state = q.get("group", ""), q.get("state", "")
+        sort = q.get("sort", "device")
         sort = sort if sort in SORTS else "device"
         rows = [r for r in view["rows"] if (not group or group in r["groups"]) and (
             not state or r["state"] == state or (state == "behind" and r["drift"])
@@ -160,18 +177,24 @@ def build_app(db_url: str, admins: dict[str, str], *, zone: str | None = None,
                "offset": lambda r: -abs(r["clock_offset_s"] or 0), "drift": lambda r: -len(r["drift"]),
                "problems": lambda r: -len(r["problems"])}[sort]
         rows.sort(key=key)
-        return {**view, "rows": rows, "group": group, "state": state, "sort": sort,
-                "query": urlencode({"group": group, "state": state, "sort": sort})}
+        per = _whole(q.get("per"), PER_PAGE, 1, MAX_PER_PAGE)
+        pages = max(1, -(-len(rows) // per))
+        number = _whole(q.get("page"), 1, 1, pages)
+        # The counts stay over the whole fleet (view["counts"]); the table shows one page of the filtered rows.
+        return {**view, "rows": rows[(number - 1) * per:number * per], "matching": len(rows), "group": group,
+                "state": state, "sort": sort, "page": number, "pages": pages, "per": per,
+                "query": urlencode({"group": group, "state": state, "sort": sort, "page": number, "per": per}),
+                "keep": urlencode({"group": group, "state": state, "sort": sort, "per": per})}
 
     def fleet_table(request: Request) -> tuple[str, dict]:
         """The table's HTML and the filters, the same for every administrator: shared through the cache."""
         q = request.query_params
-        key = (q.get("group", ""), q.get("state", ""), q.get("sort", "device"))
+        key = (q.get("group", ""), q.get("state", ""), q.get("sort", "device"), q.get("page", ""), q.get("per", ""))
 
         def make():
             view = fleet_view(request)
             html = env.get_template("fleet_rows.html").render(**view)
-            return html, {k: view[k] for k in ("groups", "group", "state", "sort", "query")}
+            return html, {k: view[k] for k in ("groups", "group", "state", "sort", "query", "per")}
         return cache.get(key, make)
 
     @guarded
@@ -189,7 +212,8 @@ def build_app(db_url: str, admins: dict[str, str], *, zone: str | None = None,
 
         def work(db: HubDB):
             row = next((r for r in fleet.build(db, clock(), limits)["rows"] if r["device"] == device), None)
-            return {"row": row, "acks": db.acks(device, 50), "gaps": db.gaps(device),
+            return {"row": row, "history": fleet.history(db.status_history(device, 200), device),
+                    "acks": db.acks(device, 50), "gaps": db.gaps(device),
                     "entries": reads.search_entries(db, device=device, limit=50),
                     "offsets": reads.offsets(db, device, 50), "rejected": db.rejected(device, 20)}
         data = reader(work)
@@ -200,7 +224,7 @@ def build_app(db_url: str, admins: dict[str, str], *, zone: str | None = None,
     @guarded
     def entries_page(request: Request):
         q = request.query_params
-        filters = dict(device=q.get("device") or None, decision=q.get("decision") or None,
+        filters: dict[str, Any] = dict(device=q.get("device") or None, decision=q.get("decision") or None,
                        reason=q.get("reason") or None, text=q.get("text") or None,
                        since_ms=_parse_time(q.get("since", ""), tz), until_ms=_parse_time(q.get("until", ""), tz))
         fmt = q.get("format", "html")
@@ -253,8 +277,9 @@ def build_app(db_url: str, admins: dict[str, str], *, zone: str | None = None,
             log.warning("dashboard login refused for %s from %s", for_log(name), address)
             return page(request, "login.html", 401, next=target, error="Wrong name or password.")
         limit.succeeded(address, name)
+        sessions.end(request.session.get("sid"))
         request.session.clear()
-        request.session.update(admin=name, issued=int(time.time()), csrf=secrets.token_urlsafe(24))
+        request.session.update(sid=sessions.start(name, admins[name]), csrf=secrets.token_urlsafe(24))
         log.info("dashboard login: %s from %s", for_log(name), address)
         return RedirectResponse(target, 303)
 
@@ -262,6 +287,7 @@ def build_app(db_url: str, admins: dict[str, str], *, zone: str | None = None,
         form = await request.form()
         if not _csrf_ok(request, form):
             return PlainTextResponse("CSRF check failed", 403)
+        sessions.end(request.session.get("sid"))  # every copy of the cookie stops working, not only this one
         request.session.clear()
         return RedirectResponse("/login", 303)
 
@@ -270,7 +296,8 @@ def build_app(db_url: str, admins: dict[str, str], *, zone: str | None = None,
               Route("/login", login_form), Route("/login", login, methods=["POST"]),
               Route("/logout", logout, methods=["POST"]),
               Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static")]
-    middleware = [Middleware(Headers), Middleware(SessionMiddleware, secret_key=session_key or secrets.token_bytes(32),
+    cookie_key = (session_key or secrets.token_bytes(32)).hex()
+    middleware = [Middleware(Headers), Middleware(SessionMiddleware, secret_key=cookie_key,
                              session_cookie="hub_session", max_age=SESSION_S, same_site="strict",
                              https_only=secure_cookie)]
     return Starlette(routes=routes, middleware=middleware, exception_handlers={
@@ -324,7 +351,8 @@ def _csrf_ok(request: Request, form) -> bool:
     if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
         return False
     expected, sent = request.session.get("csrf"), form.get("csrf")
-    return bool(expected) and isinstance(sent, str) and hmac.compare_digest(expected, sent)
+    return isinstance(expected, str) and bool(expected) and isinstance(sent, str) \
+        and hmac.compare_digest(expected.encode(), sent.encode())
 
 
 def _safe_next(target: str) -> str:

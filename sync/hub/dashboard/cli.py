@@ -9,9 +9,10 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edge.ui.server import UIError, bind, parse_listen
+from sync.hub.common import open_db
 from sync.hub.dashboard.app import DashboardError, build_app, read_admins
 from sync.hub.dashboard.fleet import Thresholds
-from sync.hub.hubdb import HubDB, MissingDatabase
+from sync.hub.errors import HubError
 
 
 def add_arguments(subparsers) -> None:
@@ -23,8 +24,9 @@ def add_arguments(subparsers) -> None:
                    help='TOML file: [admins] name = "<hash from `checkpoint ui hash-password`>"')
     p.add_argument("--zone", default=None, help="time zone for times shown (default: the hub's local zone)")
     p.add_argument("--session-key", type=Path, default=None,
-                   help="file of at least 32 random bytes signing the login cookie (default: new at each start, "
-                        "so a restart logs everyone out)")
+                   help="file of at least 32 random bytes signing the session cookie (default: new at each "
+                        "start; the sessions themselves live in the dashboard's memory, so a restart logs "
+                        "everyone out either way)")
     p.add_argument("--secure-cookie", action="store_true", help="send the login cookie over HTTPS only "
                    "(set it when a TLS proxy is in front)")
     p.add_argument("--cache-s", type=float, default=1.0,
@@ -53,13 +55,10 @@ def cmd_serve(args) -> int:
         print(f"checkpoint-hub serve: {exc}", file=sys.stderr)
         return 2
     try:
-        HubDB(args.db, readonly=True).close()  # a mistyped --db is said now, not at the first page
-    except MissingDatabase as exc:
+        open_db(args, readonly=True).close()  # a mistyped --db is said now, not at the first page
+    except HubError as exc:  # MissingDatabase (2), or the database failing (1)
         print(f"checkpoint-hub serve: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # sqlite3 or psycopg
-        print(f"checkpoint-hub serve: cannot open hub database {args.db}: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_status
     try:
         sock = bind(*parse_listen(args.listen))
     except UIError as exc:

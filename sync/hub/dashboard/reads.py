@@ -17,7 +17,8 @@ def search_entries(db: HubDB, *, device: str | None = None, since_ms: int | None
                    until_ms: int | None = None, decision: str | None = None, reason: str | None = None,
                    text: str | None = None, limit: int = 500) -> list[dict]:
     """Newest first. `text` matches a code or a list name (the label a device shows) as a substring."""
-    where, params = [], []
+    where: list[str] = []
+    params: list[object] = []
     for column, value in (("device_id", device), ("decision", decision), ("reason", reason)):
         if value:
             where.append(f"{column} = ?")
