@@ -601,3 +601,33 @@ def test_the_device_page_shows_its_status_history_in_the_browser(browser, tmp_pa
     finally:
         served.stop()
         db.close()
+
+
+def test_history_counts_changes_of_what_the_page_shows_not_counters(hub):
+    """A daemon's periodic status carries counters and ages that move every time (scans, the clock, list ages,
+    the outbox's oldest age): those alone are no change; a send time from no real clock keeps the status."""
+    db, _ = hub
+    collector = Collector(db, make_client(client_id="history-counters", manual_ack=True))
+    for n in range(3):
+        collector.handle("checkpoint/cp-02/status", status("cp-02", depth=3, scans=100 + n,
+                                                           clock={"wall_ms": wall_ms() + n},
+                                                           outbox={"depth": 3, "oldest_unsynced_age_s": 5.0 + n}))
+    rows = len(db.status_history("cp-02"))
+    collector.handle("checkpoint/cp-02/status", status("cp-02", depth=3, scans=200))
+    assert len(db.status_history("cp-02")) == rows
+    collector.handle("checkpoint/cp-02/status", status("cp-02", depth=3, sent_ms=-(2**63)))
+    collector.handle("checkpoint/cp-02/status", status("cp-02", depth=4, sent_ms=-(2**63)))
+    newest = db.status_history("cp-02")[0]
+    assert newest["status"]["outbox"]["depth"] == 4 and newest["clock_offset_ms"] is None
+
+
+def test_a_status_an_older_hub_stored_reads_with_its_groups(hub):
+    """A row of a shape the model does not take in one part (an old device's long refusal reason, its lists
+    unreadable): the device keeps its groups, problems and versions in every read."""
+    from sync.hub.status import groups, problems, read_status
+
+    old = {"device": "old1", "state": "online", "versions": {"software": "1.0", "lists": {"error": "unreadable"}},
+           "problems": ["disk full"], "remote": {"groups": ["w"], "last_rejected": {"reason": "x" * 5000}}}
+    status_ = read_status("old1", old)
+    assert groups(status_) == ["w"] and problems(status_) == ["disk full"]
+    assert status_.versions is not None and status_.versions.software == "1.0"

@@ -151,6 +151,10 @@ def test_a_used_or_lower_version_is_refused_before_anything_is_published(tmp_pat
         assert len(err.strip().splitlines()) == 1
     assert retained(broker.port, "checkpoint/all/config") == published  # the retained bundle untouched
     assert run(capsys, "config", "push", "--version", "0", *common)[0] == 2
+    # A version past what a bundle's header carries, a topic prefix with a wildcard: refused as asked wrongly.
+    assert run(capsys, "config", "push", "--version", str(2**53 + 1), *common)[0] == 2
+    assert run(capsys, "config", "push", "--topic-prefix", "a/+", *common)[0] == 2
+    assert retained(broker.port, "checkpoint/all/config") == published
     assert run(capsys, "config", "push", *common)[0] == 0  # the next one, v6
     hub = HubDB(str(db), readonly=True)
     assert hub.next_version("all", "config") == 7

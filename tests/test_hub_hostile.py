@@ -506,3 +506,31 @@ def test_collectors_opening_an_empty_postgresql_database_together_all_start(pg_u
     finally:
         for db in opened:
             db.close()
+
+
+def test_two_collectors_storing_a_new_devices_first_status_together_store_it_once(pg_url):
+    """Status topics are not shared: each collector stores each status. Two at once on PostgreSQL: no
+    duplicate-key refusal, one row of history."""
+    import threading
+
+    first, second = HubDB(pg_url), HubDB(pg_url)
+    barrier, failures = threading.Barrier(2), []
+    status = json.dumps({"device": "cp-new", "state": "online", "sent_ms": 1})
+
+    def store(db):
+        barrier.wait()
+        try:
+            db.store_status("cp-new", "online", status, 1000)
+        except Exception as exc:  # any failure is the finding
+            failures.append(exc)
+
+    threads = [threading.Thread(target=store, args=(db,)) for db in (first, second)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert failures == [] and len(first.status_history("cp-new")) == 1
+    finally:
+        first.close()
+        second.close()

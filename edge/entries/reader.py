@@ -56,7 +56,10 @@ class EntryReader:
 
     def newest_wall_ms(self) -> int | None:
         """The newest entry's wall time, which the daemon's clock judge starts from (EntryStore.newest_wall_ms)."""
-        return schema.newest_wall_ms(self.conn)
+        try:
+            return schema.newest_wall_ms(self.conn)
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from None
 
     def last_allowed(self, code: str) -> tuple[int, int, str] | None:
         try:

@@ -10,7 +10,7 @@ from typing import Protocol
 
 from edge.common.sqlite import private_file
 from edge.lists.listfile import KEYS_FILE, OVERLAY, ListFile, open_list, read_meta
-from edge.lists.records import ListInfo
+from edge.lists.records import ListError, ListInfo
 from edge.lists.rows import file_rows
 
 log = logging.getLogger("checkpoint.lists")
@@ -82,7 +82,7 @@ def reconcile(store: Catalog) -> None:
                                 info.version, version)
             finally:
                 conn.close()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ListError) as exc:  # file_rows and the keys file give ListUnreadable
             log.error("list %s: file %s unreadable: %s", info.name, info.file, exc)
     if store.dir.is_dir():
         for path in store.dir.glob("*.db"):

@@ -7,6 +7,9 @@ from pydantic import Field, model_validator
 
 from edge.settings.base import ConfigModel, SafeName
 
+# MQTT topic levels without wildcards or empty levels: the hub's --topic-prefix takes the same.
+TOPIC_PREFIX_PATTERN = r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$"
+
 
 class SyncSettings(ConfigModel):
     """MQTT sync to the hub. Off unless enabled: the appliance needs no network to work."""
@@ -14,7 +17,7 @@ class SyncSettings(ConfigModel):
     enabled: bool = Field(False, description="Send entries to the hub and publish the device's status.")
     host: str = Field("localhost", min_length=1, description="The MQTT broker's host name or address.")
     port: int = Field(1883, ge=1, le=65535, description="The broker's port (8883 is usual with TLS).")
-    topic_prefix: str = Field("checkpoint", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$",
+    topic_prefix: str = Field("checkpoint", pattern=TOPIC_PREFIX_PATTERN,
                               description="First levels of every topic; the same on the hub and every device.")
     username: str | None = Field(None, description="Defaults to the device id.")
     password_file: str | None = Field(None, description="A file holding the password, or the name of a "

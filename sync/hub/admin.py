@@ -25,7 +25,7 @@ from edge.credentials import trustfile
 from edge.lists import ListError, ListInfo, ListStore, check_name, file_rows, hash_key_id, read_hash_key_file
 from edge.settings.layers import apply_layers
 from edge.settings.schema import parse_settings, parse_toml
-from sync.hub.errors import BrokerError, HubUsageError
+from sync.hub.errors import BrokerError, HubError, HubUsageError
 from sync.wire import listwire
 from sync.wire.bundle import (
     MAX_BUNDLE,
@@ -65,8 +65,12 @@ def _write_secret(path: Path, data: bytes) -> None:
         raise HubUsageError(f"{path} exists; a key is never overwritten") from None
     except OSError as exc:
         raise HubUsageError(f"{path}: {exc.strerror or exc}") from None
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+    except OSError as exc:  # a full disk: the half-written key is no key
+        path.unlink(missing_ok=True)
+        raise HubError(f"{path}: {exc.strerror or exc}; not completed") from None
 
 
 def keygen(path: Path) -> str:

@@ -3,11 +3,15 @@ and database options."""
 from __future__ import annotations
 
 import argparse
+import re
 import sqlite3
 
 from edge.common.textsafe import for_log
+from edge.settings.network import TOPIC_PREFIX_PATTERN
 from sync.hub.errors import HubError
 from sync.hub.hubdb import HubDB
+
+TOPIC_PREFIX = re.compile(TOPIC_PREFIX_PATTERN)
 
 
 def open_db(args, *, readonly: bool = False) -> HubDB:
@@ -18,6 +22,8 @@ def open_db(args, *, readonly: bool = False) -> HubDB:
         raise  # MissingDatabase: a usage problem, exit status 2
     except (sqlite3.Error, OSError) as exc:
         raise HubError(f"cannot open hub database {args.db}: {exc}") from exc
+    except ImportError as exc:  # a postgresql:// URL on a hub installed without the [hub] extra
+        raise HubError(f"cannot open hub database {args.db}: {exc} (install checkpoint[hub])") from exc
     except Exception as exc:
         if type(exc).__module__.partition(".")[0] == "psycopg":  # imported only for a postgresql:// URL
             raise HubError(f"cannot open hub database {args.db}: {exc}") from exc
@@ -43,6 +49,21 @@ def positive(text: str) -> int:
     return value
 
 
+def bundle_version(text: str) -> int:
+    """A --version a bundle's header can carry (JSON numbers are exact up to 2^53)."""
+    value = positive(text)
+    if value > 1 << 53:
+        raise argparse.ArgumentTypeError(f"{text!r} is past {1 << 53}, the largest version a bundle carries")
+    return value
+
+
+def topic_prefix(text: str) -> str:
+    """The same topic prefix a device's [sync] takes: no MQTT wildcards, no empty levels."""
+    if not TOPIC_PREFIX.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: letters, digits, '.', '_', '-' in '/'-separated levels")
+    return text
+
+
 
 def with_db(p):
     p.add_argument("--db", default="hub.db", help="SQLite file (default hub.db) or postgresql://… URL")
@@ -58,6 +79,6 @@ def with_broker(p):
     p.add_argument("--ca-file")
     p.add_argument("--cert-file")
     p.add_argument("--key-file")
-    p.add_argument("--topic-prefix", default="checkpoint")
+    p.add_argument("--topic-prefix", type=topic_prefix, default="checkpoint")
     return p
 

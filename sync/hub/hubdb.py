@@ -23,6 +23,7 @@ from sync.hub.status import read_status
 from sync.wire.codec import Batch
 from sync.wire.messages import Remote
 
+STATUS_LOCK = 0x636B_7073  # with the device's hashtext: the advisory lock a status is stored under
 SCHEMA_LOCK = 0x636B_7074_6875_6201  # "ckpthub" + 1: the advisory lock held while the schema is made or moved on
 __all__ = ["HubDB", "MissingDatabase", "Stored", "COLUMNS", "SCHEMA"]  # COLUMNS, SCHEMA: kept importable here
 
@@ -252,6 +253,11 @@ class HubDB:
     def store_status(self, device: str, state: str, status: str, received_ms: int) -> None:
         """The device's newest status, and a row of its history when it changed (its send time aside)."""
         with self.transaction() as cur:
+            if self.pg:
+                # Every collector receives every status (status topics are not shared): one device's are
+                # stored one at a time, so the second sees the first's row (no duplicate insert, no twin
+                # history row). SQLite's write transactions are one at a time already.
+                cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (STATUS_LOCK, device))
             cur.execute(self._sql("SELECT state, status FROM hub_status WHERE device_id = ?"), (device,))
             known = cur.fetchone()
             if known is not None and state == "offline":
@@ -272,6 +278,8 @@ class HubDB:
             return  # a database opened read-only never writes; one from before the table got it when opened
         sent = _sent_ms(status)
         offset = received_ms - sent if sent is not None and state == "online" else None
+        if offset is not None and not -(2**63) <= offset < 2**63:
+            offset = None  # a send time from no real clock: no offset to show, the status is kept
         cur.execute(self._sql("INSERT INTO hub_status_history (device_id, received_ms, state, clock_offset_ms, "
                               "status) VALUES (?, ?, ?, ?, ?)"),
                     (device, received_ms, state, offset, _bounded_status(status)))
@@ -470,11 +478,20 @@ def _loads(text: str):
 
 
 def _unsent(text: str):
-    """A status without its send time: what tells whether it changed (a periodic status repeats the rest)."""
+    """What a change of status is: the parts the device page shows. A periodic status repeats them while its
+    counters and ages (scans, clock, list ages, the outbox's oldest age) move on every time."""
     data = _loads(text)
-    if isinstance(data, dict):
-        data.pop("sent_ms", None)
-    return data
+    if not isinstance(data, dict):
+        return data
+    outbox, source, remote = (_part(data, k) for k in ("outbox", "source", "remote"))
+    return {"state": data.get("state"), "versions": data.get("versions"), "problems": data.get("problems"),
+            "outbox": outbox.get("depth"), "source": source.get("state"),
+            "remote": {k: remote.get(k) for k in ("config", "trust", "problems", "groups")}}
+
+
+def _part(data: dict, key: str) -> dict:
+    part = data.get(key)
+    return part if isinstance(part, dict) else {}
 
 
 def _sent_ms(text: str) -> int | None:

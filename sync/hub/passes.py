@@ -80,12 +80,12 @@ def cmd_pass_issue(args) -> int:
         payload = passes.issue_pass(key, args.id, args.label,
                                     valid_from=_when(args.valid_from, zone, "--valid-from"),
                                     valid_until=_when(args.valid_until, zone, "--valid-until"), gates=args.gates or ())
-    except ValueError as exc:  # an id, label or gate too long: what the pass format holds
+    except passes.PassError as exc:  # an id, label or gate too long: what the pass format holds
         raise HubUsageError(str(exc)) from None
     path = args.png or args.svg
     try:
         passes.save_qr(payload, path)
-    except ValueError as exc:  # neither .png nor .svg
+    except passes.PassError as exc:  # neither .png nor .svg
         raise HubUsageError(str(exc)) from None
     except OSError as exc:
         raise HubError(f"{path}: {exc.strerror or exc}") from None

@@ -13,10 +13,10 @@ from pathlib import Path
 from edge.common.clock import iso_ms, wall_ms
 from edge.common.textsafe import for_log
 from edge.credentials.trust import TrustListError
-from edge.lists import ListError, check_name
+from edge.lists import ListError, ListUnreadable, check_name
 from edge.settings.schema import ConfigError
 from sync.hub import admin
-from sync.hub.common import cell, open_db, positive, with_broker, with_db
+from sync.hub.common import bundle_version, cell, open_db, with_broker, with_db
 from sync.hub.errors import BrokerError, HubError, HubUsageError
 from sync.hub.hubdb import HubDB
 from sync.wire.bundle import MAX_BUNDLE
@@ -46,7 +46,7 @@ def add_arguments(sub) -> None:
     p = push_args(config.add_parser("push", help="sign and publish a configuration (a partial override by default)"))
     p.add_argument("file")
     p.add_argument("--full", action="store_true", help="replace every pushable section, not merge")
-    p.add_argument("--version", type=positive, help="default: one more than the last pushed to this target")
+    p.add_argument("--version", type=bundle_version, help="default: one more than the last pushed to this target")
     p.add_argument("--no-check", action="store_true", help="skip the hub's validation (the device validates)")
     p.set_defaults(func=cmd_config_push)
 
@@ -58,14 +58,14 @@ def add_arguments(sub) -> None:
     p.add_argument("--state", default="hub-state", help="folder keeping pushed lists (default hub-state)")
     p.add_argument("--timezone", default="UTC", help="zone of dates without an offset (default UTC)")
     p.add_argument("--max-code-bytes", type=int, default=2048)
-    p.add_argument("--version", type=positive, help="default: one more than the last pushed to this target "
+    p.add_argument("--version", type=bundle_version, help="default: one more than the last pushed to this target "
                    "(give one above a version the devices hold that the hub did not push)")
     p.set_defaults(func=cmd_list_push)
 
     trust = sub.add_parser("trust", help="EU DCC trust list bundles").add_subparsers(dest="action", required=True)
     p = push_args(trust.add_parser("push", help="check, sign and publish an EU DCC Gateway trust list"))
     p.add_argument("file", metavar="FILE.json")
-    p.add_argument("--version", type=positive, help="default: one more than the last pushed to this target")
+    p.add_argument("--version", type=bundle_version, help="default: one more than the last pushed to this target")
     p.set_defaults(func=cmd_trust_push)
 
 
@@ -244,6 +244,8 @@ def cmd_list_push(args) -> int:
         try:
             push = lists.prepare(key, target, args.name, Path(args.file), hash_key=hash_key, zone=args.timezone,
                                  max_code_bytes=args.max_code_bytes, expires_s=expires_s, version=args.version)
+        except ListUnreadable as exc:  # the hub's own kept lists (--state) damaged, locked or on a full disk
+            raise HubError(f"--state {args.state}: {exc}; nothing pushed") from None
         except (OSError, ValueError, ListError) as exc:  # the CSV unreadable or not a list; a bad --timezone
             raise HubUsageError(f"list {args.name}: {args.file}: {getattr(exc, 'strerror', None) or exc}; "
                                 "nothing pushed") from None

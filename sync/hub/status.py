@@ -5,16 +5,17 @@ A row stored by an older hub (before the models) may be of any shape: it reads a
 but its device, so the reads use attributes and never dig through dicts of unknown shape."""
 from __future__ import annotations
 
-from pydantic import ValidationError
-
-from sync.wire.messages import Outbox, Remote, Source, Status, Versions
+from sync.wire.errors import MessageError
+from sync.wire.messages import Outbox, Remote, Source, Status, Versions, lenient_status
 
 
 def read_status(device: str, data: object) -> Status:
+    """The stored status as the model, a part of another shape left out (an older hub's row); failing that, a
+    status saying nothing but its device."""
     if isinstance(data, dict):
         try:
-            return Status.model_validate({**data, "device": device})
-        except ValidationError:
+            return lenient_status({**data, "device": device})[0]
+        except MessageError:
             pass
     return Status(device=device)
 

@@ -95,7 +95,9 @@ class Remote(_Part):
     config: dict[str, AppliedConfig] | None = None  # target: the layer applied
     downloads: dict[str, str] | None = None  # list name: "<have>/<total> chunks of v<version>"
     trust: dict[str, AppliedTrust] | None = None  # target: the trust list applied
-    last_rejected: Ack | None = None
+    # The device's own record of its last refusal, kept as it was saved: devices before acks' reasons were
+    # cut saved longer ones, and nothing at the hub reads it but the page that shows it.
+    last_rejected: dict[str, Any] | None = None
     timings: dict[str, float] | None = None  # seconds the last delta / snapshot took to apply
     problems: list[str] | None = None
     groups: list[str] | None = None  # the groups the device reads ([remote] groups)
@@ -131,8 +133,44 @@ def ack_json(ack: Ack) -> bytes:
 
 
 def parse_status(payload: bytes) -> Status:
-    """A status as the hub receives it. Raises MessageError with the reason."""
-    return _model(Status, parse_small(payload), "status")
+    """A status as the hub receives it. Raises MessageError with the reason when its top level is wrong; a
+    part inside that does not fit (an older or newer device's shape of one field) is left out, not the status."""
+    status, _ = lenient_status(parse_small(payload))
+    return status
+
+
+# At most this many parts left out of one status before it is refused whole.
+MAX_PARTS_LEFT_OUT = 16
+
+
+def lenient_status(data: dict[str, Any]) -> tuple[Status, list[str]]:
+    """The status with each part that does not fit the model left out (at its second level: `remote.last_rejected`,
+    `versions.lists`, `problems[3]`), and what was left out, why. MessageError when the top level is wrong
+    (the device, the state, the send time...) or too much is wrong."""
+    left_out: list[str] = []
+    for _ in range(MAX_PARTS_LEFT_OUT + 1):
+        try:
+            return Status.model_validate(data), left_out
+        except ValidationError as exc:
+            first = exc.errors(include_url=False, include_input=False)[0]
+            loc, where = first["loc"], ".".join(str(part) for part in first["loc"]) or "(top)"
+            if len(loc) < 2 or len(left_out) == MAX_PARTS_LEFT_OUT:
+                raise MessageError(f"malformed status: {where}: {first['msg']}") from None
+            data = _without(data, loc[0], loc[1])
+            left_out.append(f"{where}: {first['msg']}")
+    raise AssertionError("unreachable")  # the loop returns or raises by its last turn
+
+
+def _without(data: dict[str, Any], key: str | int, part: str | int) -> dict[str, Any]:
+    """data with data[key][part] taken out (a copy: the caller's dict is left as it was)."""
+    inner = data.get(key) if isinstance(key, str) else None
+    if isinstance(inner, dict):
+        inner = {k: v for k, v in inner.items() if k != part}
+    elif isinstance(inner, list) and isinstance(part, int):
+        inner = inner[:part] + inner[part + 1:]
+    else:
+        return {k: v for k, v in data.items() if k != key}
+    return {**data, str(key): inner}
 
 
 def parse_ack(payload: bytes) -> Ack:
