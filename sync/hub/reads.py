@@ -53,6 +53,12 @@ def add_arguments(sub) -> None:
     p.set_defaults(func=cmd_rejected)
 
 
+def print_json(rows) -> int:
+    json.dump(rows, sys.stdout, indent=1)
+    print()
+    return 0
+
+
 def cmd_entries(args) -> int:
     rows = open_db(args, readonly=True).entries(device=args.device, since_ms=args.since)
     if args.format == "csv":
@@ -140,9 +146,7 @@ FLEET_WIDTHS = {"device": 16, "config": 18, "lists": 18, "source": 14, "problems
 def cmd_fleet(args) -> int:
     rows = open_db(args, readonly=True).fleet()
     if args.json:
-        json.dump(rows, sys.stdout, indent=1)
-        print()
-        return 0
+        return print_json(rows)
     now = wall_ms()
     columns = FLEET_COLUMNS if args.wide else tuple(c for c in FLEET_COLUMNS if c not in ("oldest unsynced",
                                                                                           "problems"))
@@ -174,9 +178,7 @@ def cmd_fleet(args) -> int:
 def cmd_pushed(args) -> int:
     rows = open_db(args, readonly=True).pushed()
     if args.json:
-        json.dump(rows, sys.stdout, indent=1)
-        print()
-        return 0
+        return print_json(rows)
     print("target\tkind\tname\tversion\tpushed\tsha256")
     for row in rows:
         print("\t".join((cell(row["target"]), row["kind"], cell(row["name"]), f"v{row['version']}",
@@ -220,9 +222,7 @@ def drift(db: HubDB) -> list[dict]:
 def cmd_drift(args) -> int:
     rows = drift(open_db(args, readonly=True))
     if args.json:
-        json.dump(rows, sys.stdout, indent=1)
-        print()
-        return 0
+        return print_json(rows)
     print("device\twhat\tapplied\tpushed\twhy")
     for r in rows:
         what = f"list {r['name']}" if r["kind"] == "list" else r["kind"]
