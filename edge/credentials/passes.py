@@ -61,7 +61,8 @@ class PassError(CredentialError):
     exit_status = EXIT_USAGE
 
 
-def key_id(public_key: Ed25519PublicKey) -> bytes:
+def pass_key_id(public_key: Ed25519PublicKey) -> bytes:
+    """The id a pass carries of the key that signed it (not a bundle signer's id: sync.wire.bundle.key_id)."""
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).digest()[:KID_BYTES]
 
@@ -81,7 +82,7 @@ def trusted_keys(texts: Iterable[str]) -> dict[bytes, Ed25519PublicKey]:
             key = Ed25519PublicKey.from_public_bytes(raw)
         except (binascii.Error, ValueError) as exc:
             raise PassKeyError(f"not an Ed25519 public key in base64: {text[:60]!r}") from exc
-        kid = key_id(key)
+        kid = pass_key_id(key)
         if kid in keys and public_key_text(keys[kid]) != public_key_text(key):
             raise PassKeyError("two trusted keys share a key id; replace one of them")
         keys[kid] = key
@@ -126,7 +127,7 @@ def issue_pass(key: Ed25519PrivateKey, id: str, label: str, *, valid_from: dt.da
         raise PassError(f"a pass id has 1 to {MAX_ID} characters and a label at most {MAX_LABEL}")
     if names and (len(names) > MAX_GATES or any(not 0 < len(g) <= MAX_GATE for g in names)):
         raise PassError(f"at most {MAX_GATES} gates of 1 to {MAX_GATE} characters")
-    body = cbor2.dumps([VERSION, key_id(key.public_key()), id, label, _seconds(valid_from),
+    body = cbor2.dumps([VERSION, pass_key_id(key.public_key()), id, label, _seconds(valid_from),
                         _seconds(valid_until), names])
     return PREFIX + base45.encode(body + key.sign(DOMAIN + body))
 

@@ -40,7 +40,7 @@ TARGET = r"^(all|group:[A-Za-z0-9._-]{1,64}|device:[A-Za-z0-9._-]{1,64})$"
 SHA256 = r"^[0-9a-f]{64}$"
 
 
-class _Header(BaseModel):
+class Header(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     format: Literal[1] = 1
@@ -63,8 +63,6 @@ class _Header(BaseModel):
     chunks: list[str] | None = Field(None, max_length=4096)
     hash_key: str | None = Field(None, pattern=r"^[0-9a-f]{16}$", description="Codes are keyed hashes.")
 
-
-Header = _Header
 
 
 def header(**fields: Any) -> Header:
