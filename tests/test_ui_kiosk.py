@@ -81,15 +81,20 @@ def kiosk(tmp_path, make_config):
             one.stop()
 
 
-def wait_text(driver, element_id: str, text: str, timeout: float = 30) -> None:
-    wait_for(driver, lambda d: d.find_element(By.ID, element_id).is_displayed()
-             and d.find_element(By.ID, element_id).text == text, f"#{element_id} showing {text!r}", timeout)
+def wait_text(driver, element_id: str, text: str, timeout: float = 30) -> dict:
+    """Until #element_id shows text; what the screen showed at that moment (shown), read in one go."""
+    return wait_for(driver, lambda d: (seen := shown(d))[element_id] == text and seen,
+                    f"#{element_id} showing {text!r}", timeout)
 
 
 def shown(driver) -> dict:
-    return {name: driver.find_element(By.ID, name).text for name in ("symbol", "word", "label", "reason")} | {
-        "colour": driver.execute_script("return getComputedStyle(document.body).backgroundColor"),
-        "lang": driver.execute_script("return document.documentElement.lang")}
+    """The screen as a person sees it, read in one script: a decision and its colour are never read across the
+    page's return to idle (a busy machine can take display_s between two separate reads)."""
+    return driver.execute_script("""
+        const text = id => { const el = document.getElementById(id);
+                             return el && el.getClientRects().length ? el.innerText.trim() : ""; };
+        return {symbol: text("symbol"), word: text("word"), label: text("label"), reason: text("reason"),
+                colour: getComputedStyle(document.body).backgroundColor, lang: document.documentElement.lang};""")
 
 
 def open_kiosk(driver, url: str) -> None:
@@ -167,20 +172,20 @@ def test_kiosk_in_english_and_back_to_idle_after_display_s(kiosk, browser):  # n
     wait_until(lambda: subscribed(k), what="the page's live stream")
 
     k.scan("EXPIRED-1")
-    wait_text(browser, "reason", "Expired since 30 Nov 2026")
-    assert shown(browser) | {"reason": None} == {"symbol": "✗", "word": "Denied", "label": "Lê Văn Cường",
-                                                 "reason": None, "colour": COLOURS["deny"], "lang": "en"}
+    seen = wait_text(browser, "reason", "Expired since 30 Nov 2026")
+    assert seen | {"reason": None} == {"symbol": "✗", "word": "Denied", "label": "Lê Văn Cường",
+                                       "reason": None, "colour": COLOURS["deny"], "lang": "en"}
     # display_s later the prompt is back: waited for, never timed
     wait_for(browser, lambda d: d.find_element(By.ID, "prompt").is_displayed(), "the prompt back")
     assert not browser.find_element(By.ID, "decision").is_displayed()
     assert browser.execute_script("return document.body.className") == "idle"
 
     k.scan("OK-1")
-    wait_text(browser, "word", "Welcome")
-    assert shown(browser)["reason"] == "On the list" and shown(browser)["colour"] == COLOURS["allow"]
+    seen = wait_text(browser, "word", "Welcome")
+    assert seen["reason"] == "On the list" and seen["colour"] == COLOURS["allow"]
     k.scan("OK-1")
-    wait_text(browser, "word", "Please wait")
-    assert shown(browser)["reason"].startswith("Already scanned at ")
+    seen = wait_text(browser, "word", "Please wait")
+    assert seen["reason"].startswith("Already scanned at ")
 
     # ?lang= picks another installed language for one screen; an unknown one keeps the configured language
     open_kiosk(browser, k.url + "/kiosk?lang=vi")

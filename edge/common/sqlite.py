@@ -1,8 +1,10 @@
 """One way to open the appliance's SQLite files: WAL, full fsync on commit, explicit transactions."""
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +17,22 @@ SIDE_FILES = ("-wal", "-shm")
 BUSY_TIMEOUT_MS = 5000  # how long a statement waits for another connection's lock before "locked"
 
 
+def open_private(path: Path | str, flags: int, mode: int) -> int:
+    """os.open(path, flags | O_CREAT, mode) with exactly `mode` whatever the umask, for a regular file only: a
+    path that names a device, a FIFO or a symlink (a config's mistake, /dev/null as a sink) is refused with
+    OSError before its mode is touched: run as root, a chmod would change the device for every user."""
+    fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(fd, True)
+        os.fchmod(fd, mode)  # os.open's mode passes through the umask; this does not
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def private_file(path: Path, mode: int = FILE_MODE) -> None:
     """Create path empty with exactly `mode` (an empty file is a new SQLite database), or take the
     world's bits off an existing one and its -wal/-shm (made by an older version, or by hand)."""
@@ -23,9 +41,9 @@ def private_file(path: Path, mode: int = FILE_MODE) -> None:
     except FileExistsError:
         for name in (str(path), *(f"{path}{suffix}" for suffix in SIDE_FILES)):
             try:
-                current = os.stat(name).st_mode & 0o777
-                if current & 0o007:
-                    os.chmod(name, current & ~0o007)
+                found = os.lstat(name)
+                if stat.S_ISREG(found.st_mode) and found.st_mode & 0o007:  # never a device's or a link's target
+                    os.chmod(name, found.st_mode & 0o777 & ~0o007)
             except OSError:
                 pass  # not there, or not ours to change: SQLite says what matters when it opens it
         return

@@ -10,6 +10,7 @@ from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 from typing import Any
 
+from edge.common.sqlite import open_private
 from edge.common.textsafe import for_log
 from edge.entries.record import ENTRY_FIELDS, Entry
 
@@ -104,9 +105,8 @@ class Reserve:
             pass
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)  # a first start: nothing there yet
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, HELD_MODE)
+            fd = open_private(self.path, os.O_WRONLY, HELD_MODE)
             try:
-                os.fchmod(fd, HELD_MODE)
                 os.posix_fallocate(fd, 0, self.size)
                 os.fsync(fd)
             finally:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from edge.common.clock import iso_ms, wall_ms
-from edge.common.sqlite import connect, lost_files, transaction
+from edge.common.sqlite import connect, lost_files, open_private, transaction
 from edge.entries import recovery, schema
 from edge.entries.errors import StoreError, describe
 from edge.entries.held import HELD_GLOB, HELD_MODE, Reserve, append_synced, held_line, read_held
@@ -117,10 +117,8 @@ class EntryStore:
             try:
                 if self._held_fd is None:
                     path = self.path.parent / f"held-{time.time_ns() // 1_000_000}.jsonl"
-                    self._held_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
-                                            HELD_MODE)
+                    self._held_fd = open_private(path, os.O_WRONLY | os.O_APPEND, HELD_MODE)
                     self._held_path = path
-                    os.fchmod(self._held_fd, HELD_MODE)
                 fd = self._held_fd
                 offset = os.lseek(fd, 0, os.SEEK_END)
                 append_synced(fd, lines)

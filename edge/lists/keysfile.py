@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from edge.common.sqlite import FILE_MODE
+from edge.common.sqlite import FILE_MODE, open_private
 from edge.lists.records import ListUnreadable
 
 KEY = 16
@@ -116,9 +116,8 @@ class KeysFile:
 
 def create_private(path: Path) -> BinaryIO:
     """A new file open for writing with FILE_MODE whatever the umask: a list's keys are personal data."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    fd = open_private(path, os.O_WRONLY | os.O_TRUNC, FILE_MODE)
     try:
-        os.fchmod(fd, FILE_MODE)  # os.open's mode passes through the umask; this does not
         return os.fdopen(fd, "wb")
     except BaseException:
         os.close(fd)
