@@ -35,6 +35,10 @@ MAGIC = b"CPKEYS1\n"
 HEADER = struct.Struct("<8sQ")
 DENY, DETAILS = 1, 2
 CHUNK_BLOCKS = 256  # a fold merges this many blocks at a time: about 1 MB, whatever the list's size
+# A writer's blocks reach the kernel 1 MiB at a time. Each write lets go of the GIL for a moment; one every
+# two 4 KiB blocks (the default buffer) kept restarting the 1 ms a waiting thread counts before it asks for
+# the GIL, so the scanner got it back only by winning a race: lookups waited 15-35 ms while a list was built.
+WRITE_BUFFER = 1 << 20
 
 
 class KeysError(ListUnreadable):
@@ -118,7 +122,7 @@ def create_private(path: Path) -> BinaryIO:
     """A new file open for writing with FILE_MODE whatever the umask: a list's keys are personal data."""
     fd = open_private(path, os.O_WRONLY | os.O_TRUNC, FILE_MODE)
     try:
-        return os.fdopen(fd, "wb")
+        return os.fdopen(fd, "wb", buffering=WRITE_BUFFER)
     except BaseException:
         os.close(fd)
         raise
