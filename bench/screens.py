@@ -14,8 +14,9 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
+
+from bench.waiting import until
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -51,13 +52,7 @@ SHOTS = [("allow", "VISITOR-0001", "Nguyễn Văn An"), ("deny", "VISITOR-0002",
 
 
 def wait(predicate, what: str, timeout: float = 30.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise SystemExit(f"screens: timed out waiting for {what}")
+    return until(predicate, what, bench="screens", timeout=timeout, interval=0.05)
 
 
 class KioskDaemon:

@@ -26,6 +26,8 @@ import threading
 import time
 from pathlib import Path
 
+from bench.waiting import until
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -59,13 +61,8 @@ def pct(values: list[float], q: float) -> float:
 
 
 def wait(predicate, what: str, timeout: float = 60.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.002)
-    raise SystemExit(f"bench.ui: timed out waiting for {what}")
+    # polled every 2 ms: what it waits for is timed
+    return until(predicate, what, bench="bench.ui", timeout=timeout, interval=0.002)
 
 
 def write_config(folder: Path, enabled: bool) -> tuple[Path, Path]:
