@@ -10,10 +10,10 @@ import pytest
 
 from edge.common.clock import wall_ms
 from edge.entries.store import EntryStore
-from edge.lists import ListStore, hash_code
+from edge.lists import ListStore, hash_code, read_hash_keys
 from edge.settings.layers import load_settings
 from sync.device.agent import SyncAgent
-from sync.device.remote import Receiver, read_hash_key
+from sync.device.remote import Receiver
 from sync.hub import admin
 from sync.hub.hubdb import HubDB
 from sync.wire import listwire
@@ -102,7 +102,7 @@ class Device:
 
     def lists(self) -> ListStore:
         return ListStore(self.folder / "state" / "lists.db", readonly=True,
-                         hash_keys=read_hash_key(self.settings().remote.hash_key_file))
+                         hash_keys=read_hash_keys(self.settings().remote.hash_key_file))
 
     def list_version(self, name: str):
         store = self.lists()

@@ -41,8 +41,6 @@ def translated(operation: Callable[_P, _T]) -> Callable[_P, _T]:
     def run(*args: _P.args, **kwargs: _P.kwargs) -> _T:
         try:
             return operation(*args, **kwargs)
-        except ListError:
-            raise
         except sqlite3.Error as exc:
             raise ListUnreadable(str(exc)) from exc
     return run

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 from edge.common.statefile import write_private
 from edge.common.textsafe import for_log
-from edge.lists import ListError, read_hash_keys
+from edge.lists import ListError
 from sync.device.receiverbase import Download, ReceiverBase
 from sync.wire import listwire
 from sync.wire.bundle import Bundle, list_header, target_topic, verify
@@ -25,8 +25,6 @@ from sync.wire.errors import BundleError, RecordsError
 log = logging.getLogger("checkpoint.remote")
 
 
-# {key id: key} from the hash-key file: the lists read it (ListError when unreadable).
-read_hash_key = read_hash_keys
 
 
 @contextmanager

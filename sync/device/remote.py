@@ -40,11 +40,11 @@ import paho.mqtt.client as mqtt
 
 from edge.common.textsafe import for_log
 from edge.credentials import trustfile
-from edge.lists import ListError, ListStore
+from edge.lists import ListError, ListStore, read_hash_keys
 from edge.settings.schema import RemoteSettings
 from sync.device.acks import MAX_REASON
 from sync.device.applyconfig import ConfigApplier
-from sync.device.applylists import ListApplier, collector_paused, read_hash_key
+from sync.device.applylists import ListApplier, collector_paused
 from sync.device.applytrust import TrustApplier
 from sync.device.receiverbase import Download
 from sync.device.remotestate import load_state
@@ -53,7 +53,7 @@ from sync.wire.errors import BundleError
 from sync.wire.messages import Remote
 
 # Kept importable from here, where callers and tests have always found them.
-__all__ = ["MAX_QUEUED_BYTES", "MAX_REASON", "Download", "Receiver", "collector_paused", "read_hash_key"]
+__all__ = ["MAX_QUEUED_BYTES", "MAX_REASON", "Download", "Receiver", "collector_paused"]
 
 log = logging.getLogger("checkpoint.remote")
 
@@ -96,7 +96,7 @@ class Receiver(ListApplier, ConfigApplier, TrustApplier):
     # -- lifecycle (called by the sync agent) ------------------------------------------------------
     def start(self, client: mqtt.Client) -> None:
         self.client = client
-        self.lists = ListStore(self.lists_path, hash_keys=read_hash_key(self.settings.hash_key_file),
+        self.lists = ListStore(self.lists_path, hash_keys=read_hash_keys(self.settings.hash_key_file),
                                **self.list_options)
         if self.damaged is None:
             self._resume_downloads()
