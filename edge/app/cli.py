@@ -24,11 +24,6 @@ from edge.ui import passwords
 DEFAULT_CONFIG = os.environ.get("CHECKPOINT_CONFIG", "/etc/checkpoint/checkpoint.toml")
 MESSAGE_LIMIT = 2000  # one error line: enough for every key a config gets wrong, not a file's worth
 
-def status_of(exc: BaseException) -> int | None:
-    """The exit status for an error of ours; None for anything else (a bug: its traceback shows)."""
-    return exit_status(exc)
-
-
 def message_of(exc: BaseException) -> str:
     # Messages carry file names, list names and rows from outside: one escaped line each.
     prefix = "config error: " if isinstance(exc, ConfigError) else ""
@@ -112,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_OK
     except Exception as exc:
-        status = status_of(exc)
+        status = exit_status(exc)
         if status is None:
             raise  # not ours: a bug, and its traceback says where
         print(f"checkpoint: {message_of(exc)}", file=sys.stderr)

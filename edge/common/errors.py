@@ -8,9 +8,6 @@ to know which library sits below. Anything else reaching a command line is a bug
 """
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Sequence
-
 # Exit statuses of `checkpoint` and `checkpoint-hub`, the same for both.
 EXIT_OK = 0
 EXIT_FAILED = 1  # the work failed: an unreadable file, a refused bundle, a broker that did not answer
@@ -33,11 +30,3 @@ def exit_status(exc: BaseException) -> int | None:
     """The exit status a command line gives for exc, or None when exc is not ours (a bug: let it show)."""
     return exc.exit_status if isinstance(exc, CheckpointError) else None
 
-
-def run_command(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None, prog: str) -> int:
-    """Run a command's main; an error of ours becomes one line on stderr and its family's exit status."""
-    try:
-        return main(argv)
-    except CheckpointError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return exc.exit_status
