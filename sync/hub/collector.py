@@ -26,7 +26,6 @@ from sync.hub.hubdb import HubDB
 from sync.wire.codec import decode_batch
 from sync.wire.errors import BatchError, MessageError
 from sync.wire.messages import STATES, Ack, Status, parse_ack, parse_status
-from sync.wire.messages import parse_small as _parse_small
 
 log = logging.getLogger("checkpoint.hub")
 
@@ -52,15 +51,6 @@ def describe(exc: BaseException) -> str:
     except Exception:
         text = ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def parse_small(payload: bytes) -> dict:
-    """A status or ack's generic limits (sync.wire.messages.parse_small: size, depth, numbers, strings), as
-    Rejected."""
-    try:
-        return _parse_small(payload)
-    except MessageError as exc:
-        raise Rejected(str(exc)) from None
 
 
 class Meter:
