@@ -270,19 +270,20 @@ class HubDB:
                 cur.execute(self._sql(f"UPDATE hub_status SET state = ?, since_ms = {since}, last_seen_ms = ?, "
                                       "status = ? WHERE device_id = ?"),
                             (state, *(() if known[0] == state else (received_ms,)), received_ms, status, device))
-            if known is None or known[0] != state or _unsent(known[1]) != _unsent(status):
-                self._add_history(cur, device, state, status, received_ms)
+            data = _loads(status)  # read once for the comparison, the offset and the history's copy
+            if known is None or known[0] != state or _change(_loads(known[1])) != _change(data):
+                self._add_history(cur, device, state, status, data, received_ms)
 
-    def _add_history(self, cur, device: str, state: str, status: str, received_ms: int) -> None:
+    def _add_history(self, cur, device: str, state: str, status: str, data, received_ms: int) -> None:
         if not self.has_history:
             return  # a database opened read-only never writes; one from before the table got it when opened
-        sent = _sent_ms(status)
+        sent = _sent_ms(data)
         offset = received_ms - sent if sent is not None and state == "online" else None
         if offset is not None and not -(2**63) <= offset < 2**63:
             offset = None  # a send time from no real clock: no offset to show, the status is kept
         cur.execute(self._sql("INSERT INTO hub_status_history (device_id, received_ms, state, clock_offset_ms, "
                               "status) VALUES (?, ?, ?, ?, ?)"),
-                    (device, received_ms, state, offset, _bounded_status(status)))
+                    (device, received_ms, state, offset, _bounded_status(status, data)))
         cur.execute(self._sql("DELETE FROM hub_status_history WHERE device_id = ? AND n < (SELECT n FROM "
                               "hub_status_history WHERE device_id = ? ORDER BY n DESC LIMIT 1 OFFSET ?)"),
                     (device, device, self.status_history_per_device - 1))
@@ -477,10 +478,9 @@ def _loads(text: str):
         return {}
 
 
-def _unsent(text: str):
+def _change(data):
     """What a change of status is: the parts the device page shows. A periodic status repeats them while its
     counters and ages (scans, clock, list ages, the outbox's oldest age) move on every time."""
-    data = _loads(text)
     if not isinstance(data, dict):
         return data
     outbox, source, remote = (_part(data, k) for k in ("outbox", "source", "remote"))
@@ -494,17 +494,15 @@ def _part(data: dict, key: str) -> dict:
     return part if isinstance(part, dict) else {}
 
 
-def _sent_ms(text: str) -> int | None:
-    data = _loads(text)
+def _sent_ms(data) -> int | None:
     sent = data.get("sent_ms") if isinstance(data, dict) else None
     return sent if isinstance(sent, int) and not isinstance(sent, bool) else None
 
 
-def _bounded_status(text: str) -> str:
+def _bounded_status(text: str, data) -> str:
     """The status as kept in the history: whole up to HISTORY_STATUS_BYTES, else the parts a device page shows
     (a list of thousands of names in `versions` can still make those too big: then only the state)."""
     if len(text) <= HISTORY_STATUS_BYTES:
         return text
-    data = _loads(text)
     part = json.dumps({k: v for k, v in data.items() if k in HISTORY_KEYS}) if isinstance(data, dict) else "{}"
     return part if len(part) <= HISTORY_STATUS_BYTES else json.dumps({"truncated": True})
